@@ -1,0 +1,39 @@
+"""ppl: a probabilistic programming system on JAX.
+
+Models are plain Python functions calling :func:`sample`, :func:`plate`,
+:func:`deterministic`, :func:`factor` and :func:`param`; :func:`logdensity`
+compiles a model and its data into a log density over a flat unconstrained
+vector for the inference engines in :mod:`ppl.infer`.
+"""
+
+# numpyro must be imported before arviz: arviz 1.3 may otherwise install a lazy
+# stub module under the name "numpyro" that breaks numpyro.distributions.
+import numpyro
+import numpyro.distributions  # noqa: F401
+
+from ppl import distributions, handlers, infer, reparam
+from ppl.density import InitializationError, LogDensity, SiteInfo, logdensity
+from ppl.infer import Predictive, log_likelihood
+from ppl.primitives import deterministic, factor, param, plate, sample
+from ppl.runtime import MissingSeedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sample",
+    "param",
+    "deterministic",
+    "factor",
+    "plate",
+    "handlers",
+    "distributions",
+    "reparam",
+    "infer",
+    "logdensity",
+    "LogDensity",
+    "SiteInfo",
+    "InitializationError",
+    "MissingSeedError",
+    "Predictive",
+    "log_likelihood",
+]

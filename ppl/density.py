@@ -1,0 +1,539 @@
+"""Compile a model and its data into a :class:`LogDensity` over a flat unconstrained vector.
+
+This is the contract between the model layer and every engine::
+
+    ld = ppl.logdensity(model, *args, **kwargs)
+    ld.dim                  # size of the flat unconstrained vector
+    ld(theta)               # log joint density at theta, Jacobians included (pure, jittable)
+    ld.constrain(theta)     # {site: constrained value} for latent and deterministic sites
+    ld.unconstrain(values)  # flat theta from {site: constrained value}
+    ld.init(key, "uniform") # a valid starting theta, or an error naming the site at fault
+    ld.sites                # {site: SiteInfo} metadata
+
+Each latent site is mapped to the real line with ``biject_to(site.support)``
+(numpyro's transforms) and its log-abs-det-Jacobian is added to the density,
+scaled and masked like the site itself. Plates with subsampling keep the
+indices drawn when the model was first traced, so the density is a
+deterministic function of theta (use SVI for stochastic minibatches).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.distributions.util import sum_rightmost
+
+from ppl.handlers import Messenger, seed, trace
+from ppl.primitives import _base_dist
+
+__all__ = ["LogDensity", "SiteInfo", "logdensity", "InitializationError"]
+
+INIT_STRATEGIES = ("uniform", "median", "prior")
+
+
+class InitializationError(RuntimeError):
+    """No starting point with a finite log density and gradient was found."""
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """Metadata of one model site.
+
+    Attributes:
+        name: site name.
+        kind: "latent", "observed", "deterministic", "factor" or "param".
+        shape: shape of the (constrained) value.
+        dims: one entry per axis of ``shape``: the name of the plate that owns
+            the axis, or None.
+        event_shape: the distribution's event shape (sample sites), else ().
+        support: the distribution's support (sample sites), else None.
+        distribution: the distribution's class name (sample sites), else "".
+        unconstrained_shape: shape on the unconstrained scale (latent sites).
+        offset: start of the site's slice in the flat vector (latent sites).
+        size: length of that slice (latent sites).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    dims: tuple[str | None, ...]
+    event_shape: tuple[int, ...] = ()
+    support: constraints.Constraint | None = None
+    distribution: str = ""
+    unconstrained_shape: tuple[int, ...] | None = None
+    offset: int | None = None
+    size: int | None = None
+
+
+def logdensity(model: Callable, *args: Any, **kwargs: Any) -> LogDensity:
+    """Compile ``model(*args, **kwargs)`` into a :class:`LogDensity`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import ppl, ppl.distributions as dist
+        >>> def model(y):
+        ...     sigma = ppl.sample("sigma", dist.HalfNormal(1.0))
+        ...     with ppl.plate("obs", y.shape[0]):
+        ...         ppl.sample("y", dist.Normal(0.0, sigma), obs=y)
+        >>> ld = ppl.logdensity(model, jnp.array([0.1, -0.3]))
+        >>> ld.dim
+        1
+        >>> theta = ld.init(jax.random.PRNGKey(0))
+        >>> bool(jnp.isfinite(ld(theta)))
+        True
+    """
+    return LogDensity(model, args, kwargs)
+
+
+class LogDensity:
+    """A model with its data, as a log density over one flat unconstrained vector.
+
+    Args:
+        model: the model function.
+        args, kwargs: the model's arguments (data).
+        rng_seed: seed of the one prototype run that fixes the site layout
+            (and the indices of subsampled plates).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        rng_seed: int = 0,
+    ):
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {model!r}")
+        self.model = model
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        prototype = _prototype_trace(model, self.args, self.kwargs, rng_seed)
+        self.prototype_trace = prototype
+        self._fixed = {
+            name: site["value"]
+            for name, site in prototype.items()
+            if site["type"] in ("plate", "param")
+        }
+        self.sites = _site_infos(prototype)
+        self.latent_names = tuple(n for n, s in self.sites.items() if s.kind == "latent")
+        self.dim = sum(self.sites[n].size for n in self.latent_names)
+        self._checked_value_and_grad = jax.jit(jax.value_and_grad(self.__call__))
+        self._checked_terms = jax.jit(self.log_density_terms)
+
+    # ------------------------------------------------------------------ layout
+    def __repr__(self) -> str:
+        model = getattr(self.model, "__name__", type(self.model).__name__)
+        return f"LogDensity(model={model}, dim={self.dim}, latent={list(self.latent_names)})"
+
+    def unflatten(self, theta: jax.Array) -> dict[str, jax.Array]:
+        """Split a flat unconstrained vector (dim,) into ``{site: unconstrained value}``."""
+        theta = jnp.asarray(theta)
+        if theta.shape != (self.dim,):
+            raise ValueError(
+                f"expected a flat unconstrained vector of shape ({self.dim},), got shape "
+                f"{theta.shape}; use jax.vmap for batches of points"
+            )
+        out = {}
+        for name in self.latent_names:
+            info = self.sites[name]
+            out[name] = theta[info.offset : info.offset + info.size].reshape(
+                info.unconstrained_shape
+            )
+        return out
+
+    def flatten(self, unconstrained: dict[str, jax.Array]) -> jax.Array:
+        """Inverse of :meth:`unflatten`."""
+        missing = [n for n in self.latent_names if n not in unconstrained]
+        if missing:
+            raise KeyError(f"missing values for latent site(s) {missing}")
+        parts = []
+        for name in self.latent_names:
+            info = self.sites[name]
+            value = jnp.asarray(unconstrained[name])
+            if value.shape != info.unconstrained_shape:
+                raise ValueError(
+                    f"site '{name}': unconstrained value has shape {value.shape}, expected "
+                    f"{info.unconstrained_shape}"
+                )
+            parts.append(value.reshape(-1))
+        if not parts:
+            return jnp.zeros((0,))
+        return jnp.concatenate([jnp.asarray(p, dtype=jnp.result_type(*parts)) for p in parts])
+
+    # ------------------------------------------------------------------ evaluation
+    def _run(self, handler: Messenger) -> dict:
+        with trace() as tr, handler:
+            self.model(*self.args, **self.kwargs)
+        return tr
+
+    def trace_at(self, theta: jax.Array) -> dict:
+        """The model's trace with latent sites set from flat unconstrained ``theta``."""
+        return self._run(_Unconstrain(self.unflatten(theta), self._fixed, self.sites))
+
+    def log_density_terms(self, theta: jax.Array) -> dict[str, jax.Array]:
+        """Each sample site's log-probability sum (Jacobian included) at ``theta``."""
+        return {
+            name: _site_log_prob(site)
+            for name, site in self.trace_at(theta).items()
+            if site["type"] == "sample"
+        }
+
+    def __call__(self, theta: jax.Array) -> jax.Array:
+        """Log joint density at flat unconstrained ``theta`` of shape (dim,)."""
+        terms = self.log_density_terms(theta)
+        total = jnp.zeros((), dtype=jnp.result_type(float))
+        for value in terms.values():
+            total = total + value
+        return total
+
+    log_density = __call__
+
+    def constrain(self, theta: jax.Array) -> dict[str, jax.Array]:
+        """``{site: constrained value}`` for latent and deterministic sites at ``theta``."""
+        return {
+            name: site["value"]
+            for name, site in self.trace_at(theta).items()
+            if name in self.sites and self.sites[name].kind in ("latent", "deterministic")
+        }
+
+    def unconstrain(self, values: dict[str, Any]) -> jax.Array:
+        """Flat unconstrained vector (dim,) from ``{latent site: constrained value}``."""
+        missing = [n for n in self.latent_names if n not in values]
+        if missing:
+            raise KeyError(f"unconstrain: no value given for latent site(s) {missing}")
+        for name in self.latent_names:
+            expected = self.sites[name].shape
+            got = jnp.shape(values[name])
+            if got != expected:
+                raise ValueError(f"unconstrain: site '{name}' has shape {got}, expected {expected}")
+        tr = self._run(_SetLatent(lambda msg: values[msg["name"]], self._fixed, self.sites))
+        return self.flatten({name: _to_unconstrained(tr[name]) for name in self.latent_names})
+
+    # ------------------------------------------------------------------ initialisation
+    def init(
+        self,
+        key: jax.Array,
+        strategy: str | dict[str, Any] = "uniform",
+        *,
+        num_chains: int | None = None,
+        radius: float = 2.0,
+        max_tries: int = 100,
+    ) -> jax.Array:
+        """A starting point with finite log density and gradient.
+
+        Args:
+            key: a ``jax.random`` key.
+            strategy: "uniform" (each coordinate uniform in (-radius, radius) on the
+                unconstrained scale, as Stan does), "median" (median of prior
+                draws of each site), "prior" (a draw from the prior), or a dict of
+                constrained values for some latent sites (the rest uniform).
+            num_chains: None for one point of shape (dim,), else that many
+                independent points, shape (num_chains, dim).
+            radius: half-width of the uniform strategy.
+            max_tries: draws to try per point before giving up.
+
+        Returns:
+            theta of shape (dim,) or (num_chains, dim).
+
+        Raises:
+            InitializationError naming the site(s) whose log-probability or
+            gradient was not finite.
+        """
+        site_value = _strategy(strategy, self.latent_names, radius)
+        draw = jax.jit(jax.vmap(lambda k: self._draw_init(k, site_value)))
+        check = jax.vmap(self._checked_value_and_grad)
+        n = 1 if num_chains is None else int(num_chains)
+        if n < 1:
+            raise ValueError(f"num_chains must be positive, got {num_chains}")
+        result = None
+        valid = np.zeros(n, dtype=bool)
+        for _ in range(max_tries):
+            key, sub = jax.random.split(key)
+            candidates = draw(jax.random.split(sub, n))
+            value, grad = check(candidates)
+            ok = np.asarray(jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), axis=-1))
+            if result is None:
+                result = candidates
+            take = ok & ~valid
+            result = jnp.where(take[:, None], candidates, result)
+            valid |= ok
+            if valid.all():
+                break
+        if not valid.all():
+            message = self._init_failure_message(strategy, key, site_value, max_tries)
+            raise InitializationError(message)
+        return result[0] if num_chains is None else result
+
+    def _draw_init(self, key: jax.Array, site_value: Callable) -> jax.Array:
+        tr = self._run(_SetLatent(site_value, self._fixed, self.sites, rng_key=key))
+        return self.flatten({name: _to_unconstrained(tr[name]) for name in self.latent_names})
+
+    def _init_failure_message(self, strategy, key, site_value, tries) -> str:
+        bad_value: Counter[str] = Counter()
+        bad_grad: Counter[str] = Counter()
+        draw = jax.jit(jax.vmap(lambda k: self._draw_init(k, site_value)))
+        candidates = draw(jax.random.split(key, tries))
+        terms = jax.vmap(self._checked_terms)(candidates)
+        _, grads = jax.vmap(self._checked_value_and_grad)(candidates)
+        for name, value in terms.items():
+            bad_value[name] = int((~np.isfinite(np.asarray(value))).sum())
+        for name in self.latent_names:
+            info = self.sites[name]
+            g = np.asarray(grads[:, info.offset : info.offset + info.size])
+            bad_grad[name] = int((~np.isfinite(g).all(axis=1)).sum())
+        label = strategy if isinstance(strategy, str) else "given values"
+        parts = [
+            f"site '{name}' log-probability not finite in {count} of {tries} tries"
+            for name, count in bad_value.most_common()
+            if count
+        ]
+        parts += [
+            f"gradient with respect to site '{name}' not finite in {count} of {tries} tries"
+            for name, count in bad_grad.most_common()
+            if count
+        ]
+        detail = "; ".join(parts) or "the log density was not finite"
+        return (
+            f"could not initialize the model with strategy '{label}': no point with a finite "
+            f"log density and gradient in {tries} tries ({detail}). Check that the data lie in "
+            "the support of their distributions and that parameters cannot reach invalid "
+            "values, or pass initial values as a dict"
+        )
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+class _Unconstrain(Messenger):
+    """Set latent sites from unconstrained values, recording the log-Jacobian."""
+
+    def __init__(self, unconstrained: dict, fixed: dict, sites: dict):
+        self.unconstrained = unconstrained
+        self.fixed = fixed
+        self.sites = sites
+        super().__init__()
+
+    def process_message(self, msg: dict) -> None:
+        name = msg["name"]
+        if msg["type"] in ("plate", "param"):
+            if name in self.fixed:
+                msg["value"] = self.fixed[name]
+            return
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        if name not in self.unconstrained:
+            _unexpected_site(name, self.sites)
+        u = self.unconstrained[name]
+        support = msg["fn"].support
+        if _is_real(support):
+            msg["value"] = u
+            return
+        transform = biject_to(support)
+        value = transform(u)
+        log_det = transform.log_abs_det_jacobian(u, value)
+        event_dim = len(msg["fn"].event_shape)
+        msg["value"] = value
+        msg["log_det"] = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(value) + event_dim)
+
+
+class _SetLatent(Messenger):
+    """Set latent sites to ``site_value(msg)`` (constrained values), plates and params fixed.
+
+    With ``rng_key`` each latent site's message gets its own key (for random
+    init strategies) before ``site_value`` is called.
+    """
+
+    def __init__(
+        self,
+        site_value: Callable[[dict], Any],
+        fixed: dict,
+        sites: dict,
+        rng_key: jax.Array | None = None,
+    ):
+        self.site_value = site_value
+        self.fixed = fixed
+        self.sites = sites
+        self.rng_key = rng_key
+        super().__init__()
+
+    def process_message(self, msg: dict) -> None:
+        name = msg["name"]
+        if msg["type"] in ("plate", "param"):
+            if name in self.fixed:
+                msg["value"] = self.fixed[name]
+            return
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        if name not in self.sites or self.sites[name].kind != "latent":
+            _unexpected_site(name, self.sites)
+        if self.rng_key is not None:
+            self.rng_key, msg["kwargs"]["rng_key"] = jax.random.split(self.rng_key)
+        msg["value"] = self.site_value(msg)
+
+
+def _unexpected_site(name: str, sites: dict) -> None:
+    raise ValueError(
+        f"latent site '{name}' appeared that was not in the model's first trace: a model "
+        "compiled by ppl.logdensity must have the same sites on every run (no "
+        "data-dependent Python control flow over random values)"
+    )
+
+
+def _strategy(strategy, latent_names, radius) -> Callable[[dict], Any]:
+    """Per-site function ``msg -> constrained value`` for an init strategy."""
+
+    def shape(msg):
+        return tuple(msg["kwargs"].get("sample_shape", ())) + tuple(msg["fn"].shape())
+
+    def uniform(msg):
+        transform = biject_to(msg["fn"].support)
+        ushape = transform.inverse_shape(shape(msg))
+        key = msg["kwargs"]["rng_key"]
+        return transform(jax.random.uniform(key, ushape, minval=-radius, maxval=radius))
+
+    def prior(msg):
+        sample_shape = tuple(msg["kwargs"].get("sample_shape", ()))
+        return msg["fn"](rng_key=msg["kwargs"]["rng_key"], sample_shape=sample_shape)
+
+    def median(msg):
+        fn, key = msg["fn"], msg["kwargs"]["rng_key"]
+        draws = fn(rng_key=key, sample_shape=(15, *msg["kwargs"].get("sample_shape", ())))
+        med = jnp.median(draws, axis=0)
+        inside = jnp.all(fn.support(med))
+        return jnp.where(inside, med, draws[0])
+
+    if isinstance(strategy, dict):
+        unknown = sorted(set(strategy) - set(latent_names))
+        if unknown:
+            raise KeyError(
+                f"init values given for {unknown}, which are not latent sites of the model "
+                f"(latent sites: {list(latent_names)})"
+            )
+        given = {k: jnp.asarray(v) for k, v in strategy.items()}
+
+        def from_values(msg):
+            if msg["name"] in given:
+                value = given[msg["name"]]
+                expected = shape(msg)
+                if value.shape != expected:
+                    raise ValueError(
+                        f"init value for site '{msg['name']}' has shape {value.shape}, "
+                        f"expected {expected}"
+                    )
+                return value
+            return uniform(msg)
+
+        return from_values
+    table = {"uniform": uniform, "prior": prior, "median": median}
+    if strategy not in table:
+        raise ValueError(
+            f"unknown init strategy {strategy!r}: use one of {INIT_STRATEGIES} or a dict of "
+            "initial values"
+        )
+    return table[strategy]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _prototype_trace(model: Callable, args: tuple, kwargs: dict, rng_seed: int) -> dict:
+    """Trace the model once; an error raised inside it gets a note naming the last site."""
+    tracer = trace(seed(model, rng_seed=rng_seed))
+    try:
+        return tracer.get_trace(*args, **kwargs)
+    except Exception as err:
+        recorded = [n for n, s in getattr(tracer, "trace", {}).items() if s["type"] != "plate"]
+        where = f"after site '{recorded[-1]}'" if recorded else "before its first site"
+        err.add_note(f"(raised while ppl traced the model, {where})")
+        raise
+
+
+def _is_real(support) -> bool:
+    return support is constraints.real or (
+        isinstance(support, constraints.independent) and support.base_constraint is constraints.real
+    )
+
+
+def _to_unconstrained(site: dict) -> jax.Array:
+    support = site["fn"].support
+    if _is_real(support):
+        return jnp.asarray(site["value"])
+    return biject_to(support).inv(site["value"])
+
+
+def _site_log_prob(site: dict) -> jax.Array:
+    """Sum of a sample site's log-probability with mask, scale and log-Jacobian applied."""
+    log_prob = site["fn"].log_prob(site["value"])
+    if "log_det" in site:
+        log_prob = log_prob + site["log_det"]
+    if site["mask"] is not None:
+        log_prob = jnp.where(site["mask"], log_prob, 0.0)
+    if site["scale"] is not None:
+        log_prob = site["scale"] * log_prob
+    return jnp.sum(log_prob)
+
+
+def _site_dims(site: dict, shape: tuple[int, ...], event_dim: int) -> tuple[str | None, ...]:
+    dims: list[str | None] = [None] * len(shape)
+    for frame in site["cond_indep_stack"]:
+        axis = len(shape) - event_dim + frame.dim
+        if 0 <= axis < len(shape) - event_dim and shape[axis] == frame.size:
+            dims[axis] = frame.name
+    return tuple(dims)
+
+
+def _site_infos(prototype: dict) -> dict[str, SiteInfo]:
+    infos: dict[str, SiteInfo] = {}
+    offset = 0
+    for name, site in prototype.items():
+        kind = site["type"]
+        if kind == "plate":
+            continue
+        shape = tuple(jnp.shape(site["value"]))
+        if kind != "sample":
+            infos[name] = SiteInfo(name, kind, shape, _site_dims(site, shape, 0))
+            continue
+        fn = site["fn"]
+        event_shape = tuple(fn.event_shape)
+        common = dict(
+            shape=shape,
+            dims=_site_dims(site, shape, len(event_shape)),
+            event_shape=event_shape,
+            support=fn.support,
+            distribution=type(_base_dist(fn)).__name__,
+        )
+        if site["infer"].get("is_factor"):
+            infos[name] = SiteInfo(name, "factor", **common)
+        elif site["is_observed"]:
+            infos[name] = SiteInfo(name, "observed", **common)
+        else:
+            if fn.support.is_discrete:
+                raise TypeError(
+                    f"latent site '{name}' has a discrete distribution "
+                    f"({type(fn).__name__}); gradient-based inference needs continuous "
+                    "latent variables: marginalize it out, or observe it"
+                )
+            try:
+                transform = biject_to(fn.support)
+            except NotImplementedError as err:
+                raise TypeError(
+                    f"latent site '{name}': no bijection to the real line is known for its "
+                    f"support {fn.support!r}"
+                ) from err
+            ushape = tuple(transform.inverse_shape(shape))
+            size = math.prod(ushape)
+            infos[name] = SiteInfo(
+                name, "latent", **common, unconstrained_shape=ushape, offset=offset, size=size
+            )
+            offset += size
+    return infos
