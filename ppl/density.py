@@ -381,6 +381,27 @@ class _SetLatent(Messenger):
         msg["value"] = self.site_value(msg)
 
 
+class _PrototypeValues(Messenger):
+    """Draw latent sites from their prior; improper priors get a point in their support."""
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg["value"] is not None:
+            return
+        if msg["kwargs"].get("rng_key") is None:
+            return  # no seed: the default behaviour raises a clear error
+        try:
+            msg["value"] = msg["fn"](**msg["kwargs"])
+        except NotImplementedError:
+            msg["value"] = _support_point(msg)
+
+
+def _support_point(msg: dict) -> jax.Array:
+    """The image of unconstrained zeros: a valid point for distributions that cannot sample."""
+    shape = tuple(msg["kwargs"].get("sample_shape", ())) + tuple(msg["fn"].shape())
+    transform = biject_to(msg["fn"].support)
+    return transform(jnp.zeros(transform.inverse_shape(shape)))
+
+
 def _unexpected_site(name: str, sites: dict) -> None:
     raise ValueError(
         f"latent site '{name}' appeared that was not in the model's first trace: a model "
@@ -403,11 +424,17 @@ def _strategy(strategy, latent_names, radius) -> Callable[[dict], Any]:
 
     def prior(msg):
         sample_shape = tuple(msg["kwargs"].get("sample_shape", ()))
-        return msg["fn"](rng_key=msg["kwargs"]["rng_key"], sample_shape=sample_shape)
+        try:
+            return msg["fn"](rng_key=msg["kwargs"]["rng_key"], sample_shape=sample_shape)
+        except NotImplementedError:  # improper prior: fall back to uniform
+            return uniform(msg)
 
     def median(msg):
         fn, key = msg["fn"], msg["kwargs"]["rng_key"]
-        draws = fn(rng_key=key, sample_shape=(15, *msg["kwargs"].get("sample_shape", ())))
+        try:
+            draws = fn(rng_key=key, sample_shape=(15, *msg["kwargs"].get("sample_shape", ())))
+        except NotImplementedError:  # improper prior: fall back to uniform
+            return uniform(msg)
         med = jnp.median(draws, axis=0)
         inside = jnp.all(fn.support(med))
         return jnp.where(inside, med, draws[0])
@@ -448,7 +475,7 @@ def _strategy(strategy, latent_names, radius) -> Callable[[dict], Any]:
 
 def _prototype_trace(model: Callable, args: tuple, kwargs: dict, rng_seed: int) -> dict:
     """Trace the model once; an error raised inside it gets a note naming the last site."""
-    tracer = trace(seed(model, rng_seed=rng_seed))
+    tracer = trace(_PrototypeValues(seed(model, rng_seed=rng_seed)))
     try:
         return tracer.get_trace(*args, **kwargs)
     except Exception as err:

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppl import runtime
 from ppl.runtime import apply_stack
@@ -299,8 +300,8 @@ class scale(Messenger):
 
     def __init__(self, fn: Callable | None = None, scale: Any = 1.0):
         if not isinstance(scale, jax.core.Tracer):
-            arr = jnp.asarray(scale)
-            if not bool(jnp.all((arr > 0) & jnp.isfinite(arr))):
+            arr = np.asarray(scale)
+            if not np.all((arr > 0) & np.isfinite(arr)):
                 raise ValueError(f"scale must be positive and finite, got {scale!r}")
         self.scale = scale
         super().__init__(fn)

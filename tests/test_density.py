@@ -164,3 +164,14 @@ def test_jacobian_matches_change_of_variables():
     ld = ppl.logdensity(model)
     u = jnp.array([0.7])
     np.testing.assert_allclose(ld(u), -jnp.exp(0.7) + 0.7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "median", "prior"])
+def test_improper_prior_compiles_and_initializes(strategy):
+    def model():
+        c = ppl.sample("c", dist.ImproperUniform(constraints.ordered_vector, (), (3,)))
+        ppl.sample("y", dist.Normal(c, 1.0).to_event(1), obs=jnp.array([-1.0, 0.0, 1.0]))
+
+    ld = ppl.logdensity(model)
+    c = ld.constrain(ld.init(jax.random.PRNGKey(0), strategy))["c"]
+    assert bool(jnp.all(jnp.diff(c) > 0))

@@ -88,19 +88,13 @@ class _Sample(NamedTuple):
     energy: Array
 
 
-class _Checkpoints(NamedTuple):
-    """Per level, the complete left sibling waiting for its right sibling.
-
-    Shapes ``(max_tree_depth + 1, dim)``. For a node inside the current subtree "first" and
-    "last" are in build order (the seam is after "last"); for the trajectory node they are the
-    left and right ends in time.
-    """
-
-    sum_before: Array  # running momentum sum (build order) just before the node's first state
-    p_first: Array  # momentum at the first state
-    p_last: Array  # momentum at the last state
-    v_first: Array | None  # velocities there; stored for a dense metric only (for a diagonal
-    v_last: Array | None  # one recomputing M⁻¹p is cheaper than carrying them)
+# Fields of a checkpoint row, shape (num_fields, dim). Velocities are stored for a dense metric
+# only; for a diagonal one recomputing M⁻¹p is cheaper than carrying them.
+_SUM_BEFORE = 0  # running momentum sum (build order) just before the node's first state
+_P_FIRST = 1  # momentum at the node's first state
+_P_LAST = 2  # momentum at its last state
+_V_FIRST = 3  # velocity at its first state (dense metric only)
+_V_LAST = 4  # velocity at its last state (dense metric only)
 
 
 class _Loop(NamedTuple):
@@ -112,7 +106,9 @@ class _Loop(NamedTuple):
     log_weight: Array  # log sum of exp(H0 - H) over the accepted trajectory
     subtree_sample: _Sample  # multinomial candidate of the subtree being built
     subtree_log_weight: Array  # log sum of exp(H0 - H) over it (-inf before its first leaf)
-    checkpoints: _Checkpoints
+    checkpoints: Array  # (max_tree_depth + 1, num_fields, dim): per level, the complete left
+    # sibling waiting for its right sibling. Inside the current subtree "first" and "last" are
+    # in build order (the seam is after "last"); the trajectory node is in time order.
     momentum_sum: Array  # running sum of momenta over all states in build order
     num_leaves: Array  # leaves built so far (= index of the last new leaf)
     depth: Array  # completed doublings
@@ -208,12 +204,12 @@ def _transition(
     z0 = IntegratorState(state.position, momentum, state.log_density, state.grad)
     # Level 0 holds the trajectory made of the initial point alone (nothing built before it).
     # One spare row: the node completed by the last possible leaf goes to row max_tree_depth.
-    zeros = jnp.zeros((max_tree_depth + 1,) + momentum.shape, dtype)
     store_velocity = is_dense(inverse_mass_matrix)
-    first_row = (momentum, momentum) + ((v0, v0) if store_velocity else ())
-    checkpoints = _Checkpoints(
-        zeros, *(zeros.at[0].set(x) for x in first_row), *((None, None) if not store_velocity else ())
+    first_row = [jnp.zeros_like(momentum), momentum, momentum] + (
+        [v0, v0] if store_velocity else []
     )
+    checkpoints = jnp.zeros((max_tree_depth + 1, len(first_row)) + momentum.shape, dtype)
+    checkpoints = checkpoints.at[0].set(jnp.stack(first_row))
     sample0 = _Sample(state.position, state.log_density, state.grad, h0)
     loop0 = _Loop(
         edge=z0,
@@ -261,50 +257,53 @@ def _transition(
         k = jax.lax.population_count((n ^ (n + 1)) >> 1)
         completes_subtree = (n & (n + 1)) == 0  # n + 1 is a power of two: k == depth + 1
 
-        def row_velocity(momenta: Array, velocities: Array | None, i: Array) -> Array:
-            if velocities is None:
-                return velocity(momenta[i], inverse_mass_matrix)
-            return velocities[i]
-
         def right_sibling_start(j: Array):
             """Running sum before R_j, and momentum and velocity at R_j's first state."""
-            below = jnp.maximum(j - 1, 0)
+            row = ck[jnp.maximum(j - 1, 0)]
             alone = j == 0
+            v_row = (
+                row[_V_FIRST] if store_velocity else velocity(row[_P_FIRST], inverse_mass_matrix)
+            )
             return (
-                jnp.where(alone, previous_sum, ck.sum_before[below]),
-                jnp.where(alone, p, ck.p_first[below]),
-                jnp.where(alone, v, row_velocity(ck.p_first, ck.v_first, below)),
+                jnp.where(alone, previous_sum, row[_SUM_BEFORE]),
+                jnp.where(alone, p, row[_P_FIRST]),
+                jnp.where(alone, v, v_row),
+                row,
             )
 
-        sum_before, p_first, v_first = right_sibling_start(k)
+        sum_before, p_first, v_first, below = right_sibling_start(k)
         # A completed trajectory is stored in time order: grown backward, this leaf is its left end.
         backward_top = completes_subtree & ~going_forward
-        below = jnp.maximum(k - 1, 0)
-        node = _Checkpoints(
-            sum_before=sum_before,
-            p_first=jnp.where(backward_top, p, p_first),
-            p_last=jnp.where(backward_top, ck.p_last[below], p),
-            v_first=jnp.where(backward_top, v, v_first) if store_velocity else None,
-            v_last=jnp.where(backward_top, ck.v_last[below], v) if store_velocity else None,
-        )
-        ck = jax.tree.map(lambda c, x: c.at[k].set(x), ck, node)
+        node = [
+            sum_before,
+            jnp.where(backward_top, p, p_first),
+            jnp.where(backward_top, below[_P_LAST], p),
+        ]
+        if store_velocity:
+            node += [
+                jnp.where(backward_top, v, v_first),
+                jnp.where(backward_top, below[_V_LAST], v),
+            ]
+        ck = ck.at[k].set(jnp.stack(node))
 
         def check_level(carry):
             j, _ = carry
-            right_before, p_right_first, v_right_first = right_sibling_start(j)
+            right_before, p_right_first, v_right_first, _ = right_sibling_start(j)
+            left = ck[j]
             # Left sibling's ends: far from the seam and at the seam (the trajectory node is
             # stored in time order, so swap its ends when growing backward).
             swap = (j == depth) & ~going_forward
-            p_seam = jnp.where(swap, ck.p_first[j], ck.p_last[j])
+            p_seam = jnp.where(swap, left[_P_FIRST], left[_P_LAST])
             if store_velocity:
-                v_far = jnp.where(swap, ck.v_last[j], ck.v_first[j])
-                v_seam = jnp.where(swap, ck.v_first[j], ck.v_last[j])
+                v_far = jnp.where(swap, left[_V_LAST], left[_V_FIRST])
+                v_seam = jnp.where(swap, left[_V_FIRST], left[_V_LAST])
             else:
-                v_far = velocity(jnp.where(swap, ck.p_last[j], ck.p_first[j]), inverse_mass_matrix)
+                v_far = velocity(
+                    jnp.where(swap, left[_P_LAST], left[_P_FIRST]), inverse_mass_matrix
+                )
                 v_seam = velocity(p_seam, inverse_mass_matrix)
-            left_before = ck.sum_before[j]
-            rho = momentum_sum - left_before
-            rho_left_plus = right_before - left_before + p_right_first
+            rho = momentum_sum - left[_SUM_BEFORE]
+            rho_left_plus = right_before - left[_SUM_BEFORE] + p_right_first
             rho_right_plus = momentum_sum - right_before + p_seam
             ok = (
                 _not_turning(v_far, v, rho)
@@ -324,7 +323,9 @@ def _transition(
         merge = completes_subtree & valid
         take_subtree = uniforms_biased[depth] < jnp.exp(subtree_log_weight - loop.log_weight)
         sample = _where(merge & take_subtree, subtree_sample, loop.sample)
-        log_weight = jnp.where(merge, jnp.logaddexp(loop.log_weight, subtree_log_weight), loop.log_weight)
+        log_weight = jnp.where(
+            merge, jnp.logaddexp(loop.log_weight, subtree_log_weight), loop.log_weight
+        )
         new_depth = depth + merge.astype(depth.dtype)
         done = ~valid | (merge & (trajectory_turning | (new_depth >= max_tree_depth)))
         # The next doubling grows from the other end when its direction differs.
