@@ -14,6 +14,7 @@ import numpyro.distributions  # noqa: F401
 from ppl import distributions, handlers, infer, reparam
 from ppl.density import InitializationError, LogDensity, SiteInfo, logdensity
 from ppl.infer import Predictive, log_likelihood
+from ppl.interop import from_numpyro
 from ppl.primitives import deterministic, factor, param, plate, sample
 from ppl.runtime import MissingSeedError
 
@@ -36,4 +37,5 @@ __all__ = [
     "MissingSeedError",
     "Predictive",
     "log_likelihood",
+    "from_numpyro",
 ]
