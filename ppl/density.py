@@ -19,6 +19,7 @@ deterministic function of theta (use SVI for stochastic minibatches).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from numpyro.distributions.util import sum_rightmost
 from ppl.handlers import Messenger, seed, trace
 from ppl.primitives import _base_dist
 
-__all__ = ["LogDensity", "SiteInfo", "logdensity", "InitializationError"]
+__all__ = ["FunctionLogDensity", "InitializationError", "LogDensity", "SiteInfo", "logdensity"]
 
 INIT_STRATEGIES = ("uniform", "median", "prior")
 
@@ -127,8 +128,32 @@ class LogDensity:
         self.sites = _site_infos(prototype)
         self.latent_names = tuple(n for n, s in self.sites.items() if s.kind == "latent")
         self.dim = sum(self.sites[n].size for n in self.latent_names)
-        self._checked_value_and_grad = jax.jit(jax.value_and_grad(self.__call__))
-        self._checked_terms = jax.jit(self.log_density_terms)
+
+    @property
+    def _checked_value_and_grad(self) -> Callable:
+        return jax.jit(jax.value_and_grad(self.__call__))
+
+    @property
+    def _checked_terms(self) -> Callable:
+        return jax.jit(self.log_density_terms)
+
+    @property
+    def fixed_values(self) -> dict[str, Any]:
+        """Values held fixed from the prototype run: plate (subsample) indices and params."""
+        return dict(self._fixed)
+
+    def with_data(self, args: tuple, kwargs: dict, fixed: dict | None = None) -> LogDensity:
+        """The same layout with other data of the same shapes (e.g. traced inside ``jit``).
+
+        No new prototype run is made: the sites, their shapes and the flat layout
+        are this LogDensity's.
+        """
+        clone = copy.copy(self)
+        clone.args = tuple(args)
+        clone.kwargs = dict(kwargs)
+        if fixed is not None:
+            clone._fixed = dict(fixed)
+        return clone
 
     # ------------------------------------------------------------------ layout
     def __repr__(self) -> str:
@@ -249,8 +274,7 @@ class LogDensity:
             InitializationError naming the site(s) whose log-probability or
             gradient was not finite.
         """
-        site_value = _strategy(strategy, self.latent_names, radius)
-        draw = jax.jit(jax.vmap(lambda k: self._draw_init(k, site_value)))
+        draw = self._init_sampler(strategy, radius)
         check = jax.vmap(self._checked_value_and_grad)
         n = 1 if num_chains is None else int(num_chains)
         if n < 1:
@@ -270,18 +294,23 @@ class LogDensity:
             if valid.all():
                 break
         if not valid.all():
-            message = self._init_failure_message(strategy, key, site_value, max_tries)
+            message = self._init_failure_message(strategy, key, draw, max_tries)
             raise InitializationError(message)
         return result[0] if num_chains is None else result
 
-    def _draw_init(self, key: jax.Array, site_value: Callable) -> jax.Array:
-        tr = self._run(_SetLatent(site_value, self._fixed, self.sites, rng_key=key))
-        return self.flatten({name: _to_unconstrained(tr[name]) for name in self.latent_names})
+    def _init_sampler(self, strategy, radius: float) -> Callable[[jax.Array], jax.Array]:
+        """A jitted function from keys (n, ...) to candidate points (n, dim)."""
+        site_value = _strategy(strategy, self.latent_names, radius)
 
-    def _init_failure_message(self, strategy, key, site_value, tries) -> str:
+        def draw_one(key):
+            tr = self._run(_SetLatent(site_value, self._fixed, self.sites, rng_key=key))
+            return self.flatten({name: _to_unconstrained(tr[name]) for name in self.latent_names})
+
+        return jax.jit(jax.vmap(draw_one))
+
+    def _init_failure_message(self, strategy, key, draw, tries) -> str:
         bad_value: Counter[str] = Counter()
         bad_grad: Counter[str] = Counter()
-        draw = jax.jit(jax.vmap(lambda k: self._draw_init(k, site_value)))
         candidates = draw(jax.random.split(key, tries))
         terms = jax.vmap(self._checked_terms)(candidates)
         _, grads = jax.vmap(self._checked_value_and_grad)(candidates)
@@ -309,6 +338,78 @@ class LogDensity:
             "the support of their distributions and that parameters cannot reach invalid "
             "values, or pass initial values as a dict"
         )
+
+
+class FunctionLogDensity(LogDensity):
+    """The LogDensity contract for a plain function ``theta (dim,) -> log density``.
+
+    The single latent "site" is ``theta`` itself (already unconstrained).
+
+    Args:
+        fn: a pure JAX function of a flat vector of shape (dim,).
+        dim: the vector's size.
+        name: the site name used for draws.
+    """
+
+    def __init__(self, fn: Callable[[jax.Array], jax.Array], dim: int, name: str = "theta"):
+        if not callable(fn):
+            raise TypeError(f"expected a callable log density, got {fn!r}")
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.fn = fn
+        self.model = None
+        self.args, self.kwargs = (), {}
+        self.prototype_trace = {}
+        self._fixed = {}
+        self.dim = dim
+        self.name = name
+        self.sites = {
+            name: SiteInfo(
+                name,
+                "latent",
+                (dim,),
+                (None,),
+                event_shape=(dim,),
+                support=constraints.real_vector,
+                distribution="",
+                unconstrained_shape=(dim,),
+                offset=0,
+                size=dim,
+            )
+        }
+        self.latent_names = (name,)
+
+    def __repr__(self) -> str:
+        return f"FunctionLogDensity({getattr(self.fn, '__name__', self.fn)!r}, dim={self.dim})"
+
+    def __call__(self, theta: jax.Array) -> jax.Array:
+        theta = jnp.asarray(theta)
+        if theta.shape != (self.dim,):
+            raise ValueError(f"expected theta of shape ({self.dim},), got {theta.shape}")
+        return self.fn(theta)
+
+    log_density = __call__
+
+    def log_density_terms(self, theta: jax.Array) -> dict[str, jax.Array]:
+        return {self.name: self(theta)}
+
+    def constrain(self, theta: jax.Array) -> dict[str, jax.Array]:
+        return {self.name: jnp.asarray(theta)}
+
+    def unconstrain(self, values: dict[str, Any]) -> jax.Array:
+        return jnp.asarray(values[self.name]).reshape(self.dim)
+
+    def _init_sampler(self, strategy, radius: float) -> Callable[[jax.Array], jax.Array]:
+        if strategy != "uniform":
+            raise ValueError(
+                f"a plain log-density function has no prior: init strategy {strategy!r} is "
+                "not available (use 'uniform' or give initial positions)"
+            )
+
+        def draw_one(key):
+            return jax.random.uniform(key, (self.dim,), minval=-radius, maxval=radius)
+
+        return jax.jit(jax.vmap(draw_one))
 
 
 # ---------------------------------------------------------------------- handlers

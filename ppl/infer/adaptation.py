@@ -14,13 +14,15 @@ Pieces, each a pure function over NamedTuple state so they compose inside ``lax.
   ``info`` has an ``acceptance_rate`` field (``nuts.step`` and ``hmc.step`` partially applied).
 
 Example:
-    >>> import functools, jax, jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from ppl.infer import adaptation, nuts
     >>> logdensity_fn = lambda x: -0.5 * jnp.sum(x**2 / jnp.array([1.0, 4.0]))
     >>> def kernel(key, state, step_size, inverse_mass_matrix):
     ...     return nuts.step(key, state, logdensity_fn, step_size, inverse_mass_matrix)
     >>> state, step_size, inverse_mass_matrix, info = adaptation.window_adaptation(
-    ...     jax.random.key(0), jnp.zeros(2), logdensity_fn, kernel, num_warmup=500)
+    ...     jax.random.key(0), jnp.zeros(2), logdensity_fn, kernel, num_warmup=200)
+    >>> inverse_mass_matrix.shape
+    (2,)
 """
 
 import math
@@ -41,6 +43,7 @@ __all__ = [
     "DualAveragingState",
     "WarmupInfo",
     "WarmupSchedule",
+    "WarmupState",
     "WelfordState",
     "dual_averaging",
     "find_reasonable_step_size",
@@ -49,6 +52,9 @@ __all__ = [
     "welford_covariance",
     "welford_init",
     "welford_update",
+    "warmup_final",
+    "warmup_init",
+    "warmup_step",
     "window_adaptation",
 ]
 
@@ -95,14 +101,16 @@ def dual_averaging(
 ) -> DualAveraging:
     """Nesterov dual averaging of ``log step_size`` with Stan's constants.
 
-    Per update ``t``: ``H̄ ← (1 − 1/(t + t0)) H̄ + (δ − α_t)/(t + t0)``,
-    ``log ε ← μ − √t/γ · H̄``, ``log ε̄ ← t^(−κ) log ε + (1 − t^(−κ)) log ε̄``.
+    Per update ``t`` with acceptance statistic ``a_t``:
+    ``H_t = (1 - 1/(t + t0)) H_{t-1} + (target - a_t)/(t + t0)``,
+    ``log eps_t = mu - sqrt(t)/gamma * H_t``,
+    ``log eps_avg_t = t^(-kappa) log eps_t + (1 - t^(-kappa)) log eps_avg_{t-1}``.
 
     Args:
-        target_accept: ``δ``, the target mean acceptance statistic.
-        gamma: ``γ``, the adaptation regularization scale.
-        t0: ``t0``, the iteration offset that damps early updates.
-        kappa: ``κ``, the decay exponent of the averaging weights.
+        target_accept: the target mean acceptance statistic (Stan's ``delta``).
+        gamma: the adaptation regularization scale.
+        t0: the iteration offset that damps early updates.
+        kappa: the decay exponent of the averaging weights.
 
     Returns:
         A ``DualAveraging(init, update, final)``.
@@ -275,7 +283,7 @@ def find_reasonable_step_size(
     skip = ~jnp.isfinite(step_size) | (step_size <= 0) | (step_size > max_step_size)
 
     def cond(carry):
-        i, eps, done = carry
+        i, _, done = carry
         return ~done & (i < max_num_iterations)
 
     def body(carry):
@@ -354,7 +362,7 @@ def stan_windows(
 
 
 def stan_window_schedule(num_warmup: int) -> WarmupSchedule:
-    """Stan's warmup schedule as per-iteration arrays (initial fast 75 | slow 25, 50, ... | fast 50).
+    """Stan's warmup schedule as per-iteration arrays (fast 75 | slow 25, 50, ... | fast 50).
 
     For ``num_warmup = 1000``: fast ``[0, 75)``, slow windows of 25, 50, 100, 200, 500 ending at
     iterations 99, 149, 249, 449, 949, fast ``[950, 1000)``. For ``num_warmup < 150``: 15% / 75% /
@@ -394,12 +402,150 @@ class WarmupInfo(NamedTuple):
     kernel_info: Any
 
 
-class _WarmupCarry(NamedTuple):
+class WarmupState(NamedTuple):
+    """One chain's state during windowed warmup.
+
+    Attributes:
+        state: the kernel's ``HMCState``.
+        step_size: the step size for the next iteration, ``exp(log ε_t)``.
+        inverse_mass_matrix: current metric, ``(dim,)`` or ``(dim, dim)``.
+        dual_averaging: the step-size adaptation state.
+        welford: the (co)variance estimator of the current slow window.
+    """
+
     state: Any
     step_size: Array
     inverse_mass_matrix: Array
     dual_averaging: DualAveragingState
     welford: WelfordState
+
+
+def warmup_init(
+    key: Array,
+    position: Array,
+    logdensity_fn: Callable[[Array], Array],
+    dense_mass: bool = False,
+    initial_step_size: float = 1.0,
+    initial_inverse_mass_matrix: Array | None = None,
+    target_accept: float = 0.8,
+    run_heuristic: bool = True,
+) -> WarmupState:
+    """The warmup state before the first iteration (Stan's step-size heuristic included).
+
+    Args:
+        key: a JAX PRNG key (for the heuristic's momentum).
+        position: shape ``(dim,)``, the initial position.
+        logdensity_fn: ``(dim,) -> scalar`` log density.
+        dense_mass: adapt a dense ``(dim, dim)`` inverse mass matrix instead of a diagonal one.
+        initial_step_size: where the heuristic starts.
+        initial_inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)`` matching ``dense_mass``;
+            defaults to the identity.
+        target_accept: the dual-averaging target.
+        run_heuristic: False keeps ``initial_step_size`` as it is.
+    """
+    position = jnp.asarray(position)
+    if position.ndim != 1:
+        raise ValueError(
+            f"position must be a flat 1-D array of shape (dim,); got {position.shape}."
+        )
+    dim = position.shape[0]
+    dtype = position.dtype
+    if initial_inverse_mass_matrix is None:
+        inverse_mass_matrix = jnp.eye(dim, dtype=dtype) if dense_mass else jnp.ones(dim, dtype)
+    else:
+        inverse_mass_matrix = jnp.asarray(initial_inverse_mass_matrix, dtype)
+        expected = (dim, dim) if dense_mass else (dim,)
+        if inverse_mass_matrix.shape != expected:
+            raise ValueError(
+                f"initial_inverse_mass_matrix has shape {inverse_mass_matrix.shape} but "
+                f"dense_mass={dense_mass} needs shape {expected}."
+            )
+    state = hmc.init(position, logdensity_fn)
+    if run_heuristic:
+        step_size = find_reasonable_step_size(
+            key, state, logdensity_fn, inverse_mass_matrix, initial_step_size
+        )
+    else:
+        step_size = jnp.asarray(initial_step_size, dtype)
+    da = dual_averaging(target_accept=target_accept)
+    return WarmupState(
+        state=state,
+        step_size=step_size,
+        inverse_mass_matrix=inverse_mass_matrix,
+        dual_averaging=da.init(step_size),
+        welford=welford_init(dim, dense_mass, dtype),
+    )
+
+
+def warmup_step(
+    key: Array,
+    warmup_state: WarmupState,
+    slow: Array,
+    window_end: Array,
+    logdensity_fn: Callable[[Array], Array],
+    kernel: Callable[[Array, Any, Array, Array], tuple[Any, Any]],
+    target_accept: float = 0.8,
+) -> tuple[WarmupState, WarmupInfo]:
+    """One warmup iteration: kernel step, dual averaging, Welford, window end.
+
+    Stan's order: run the kernel with the current step size ``exp(log ε_t)``, update dual
+    averaging with the acceptance statistic, add the new position to the Welford estimator in a
+    slow window; at a slow window's end the inverse mass matrix becomes the shrunk (co)variance
+    of the window's draws, the estimator restarts, the heuristic re-runs from the current step
+    size and dual averaging restarts with ``mu = log(10 ε)``.
+
+    Args:
+        key: a JAX PRNG key for this iteration.
+        warmup_state: the state from ``warmup_init`` or the previous iteration.
+        slow, window_end: this iteration's entries of ``stan_window_schedule``. When they are
+            not batched (e.g. under ``vmap`` over chains only) the window-end branch stays a
+            real ``lax.cond``.
+        logdensity_fn: ``(dim,) -> scalar`` log density (for the heuristic).
+        kernel: ``kernel(key, state, step_size, inverse_mass_matrix) -> (state, info)`` with
+            ``info.acceptance_rate``.
+        target_accept: the dual-averaging target.
+    """
+    da = dual_averaging(target_accept=target_accept)
+    carry = warmup_state
+    dtype = carry.state.position.dtype
+    dim = carry.state.position.shape[0]
+    dense = carry.inverse_mass_matrix.ndim == 2
+    key_kernel, key_heuristic = jax.random.split(key)
+
+    def end_window(carry: WarmupState, heuristic_key: Array) -> WarmupState:
+        new_imm = welford_covariance(carry.welford).astype(dtype)
+        new_step_size = find_reasonable_step_size(
+            heuristic_key, carry.state, logdensity_fn, new_imm, carry.step_size
+        )
+        return WarmupState(
+            state=carry.state,
+            step_size=new_step_size,
+            inverse_mass_matrix=new_imm,
+            dual_averaging=da.init(new_step_size),
+            welford=welford_init(dim, dense, dtype),
+        )
+
+    state, kernel_info = kernel(key_kernel, carry.state, carry.step_size, carry.inverse_mass_matrix)
+    da_state = da.update(carry.dual_averaging, kernel_info.acceptance_rate)
+    welford = jax.lax.cond(
+        slow, lambda w: welford_update(w, state.position), lambda w: w, carry.welford
+    )
+    new_carry = WarmupState(
+        state=state,
+        step_size=jnp.exp(da_state.log_step_size).astype(carry.step_size.dtype),
+        inverse_mass_matrix=carry.inverse_mass_matrix,
+        dual_averaging=da_state,
+        welford=welford,
+    )
+    new_carry = jax.lax.cond(window_end, end_window, lambda c, _: c, new_carry, key_heuristic)
+    return new_carry, WarmupInfo(carry.step_size, kernel_info)
+
+
+def warmup_final(warmup_state: WarmupState) -> tuple[Any, Array, Array]:
+    """``(state, step_size, inverse_mass_matrix)`` for sampling: the step size is ``ε̄``."""
+    da = dual_averaging()
+    step_size = da.final(warmup_state.dual_averaging).astype(warmup_state.step_size.dtype)
+    return warmup_state.state, step_size, warmup_state.inverse_mass_matrix
 
 
 def window_adaptation(
@@ -445,67 +591,31 @@ def window_adaptation(
         adapted scalar step size, the adapted inverse mass matrix (``(dim,)`` or ``(dim, dim)``)
         and a ``WarmupInfo`` with a leading ``num_warmup`` axis.
     """
-    position = jnp.asarray(position)
-    dim = position.shape[0]
-    dtype = position.dtype
-    if initial_inverse_mass_matrix is None:
-        inverse_mass_matrix = jnp.eye(dim, dtype=dtype) if dense_mass else jnp.ones(dim, dtype)
-    else:
-        inverse_mass_matrix = jnp.asarray(initial_inverse_mass_matrix, dtype)
-        expected = (dim, dim) if dense_mass else (dim,)
-        if inverse_mass_matrix.shape != expected:
-            raise ValueError(
-                f"initial_inverse_mass_matrix has shape {inverse_mass_matrix.shape} but "
-                f"dense_mass={dense_mass} needs shape {expected}."
-            )
-    da = dual_averaging(target_accept=target_accept)
+    if not isinstance(num_warmup, int) or num_warmup < 0:
+        raise ValueError(f"num_warmup must be a Python int >= 0; got {num_warmup!r}.")
     schedule = stan_window_schedule(num_warmup)
-
     key_init, key_loop = jax.random.split(key)
-    state = hmc.init(position, logdensity_fn)
-    step_size = find_reasonable_step_size(
-        key_init, state, logdensity_fn, inverse_mass_matrix, initial_step_size
-    )
-    carry = _WarmupCarry(
-        state=state,
-        step_size=step_size,
-        inverse_mass_matrix=inverse_mass_matrix,
-        dual_averaging=da.init(step_size),
-        welford=welford_init(dim, dense_mass, dtype),
+    carry = warmup_init(
+        key_init,
+        position,
+        logdensity_fn,
+        dense_mass=dense_mass,
+        initial_step_size=initial_step_size,
+        initial_inverse_mass_matrix=initial_inverse_mass_matrix,
+        target_accept=target_accept,
     )
 
-    def end_window(carry: _WarmupCarry, heuristic_key: Array) -> _WarmupCarry:
-        new_imm = welford_covariance(carry.welford).astype(dtype)
-        new_step_size = find_reasonable_step_size(
-            heuristic_key, carry.state, logdensity_fn, new_imm, carry.step_size
-        )
-        return _WarmupCarry(
-            state=carry.state,
-            step_size=new_step_size,
-            inverse_mass_matrix=new_imm,
-            dual_averaging=da.init(new_step_size),
-            welford=welford_init(dim, dense_mass, dtype),
-        )
-
-    def one_iteration(carry: _WarmupCarry, xs):
+    def one_iteration(carry: WarmupState, xs):
         i, slow, window_end = xs
-        key_kernel, key_heuristic = jax.random.split(jax.random.fold_in(key_loop, i))
-        state, kernel_info = kernel(
-            key_kernel, carry.state, carry.step_size, carry.inverse_mass_matrix
+        return warmup_step(
+            jax.random.fold_in(key_loop, i),
+            carry,
+            slow,
+            window_end,
+            logdensity_fn,
+            kernel,
+            target_accept=target_accept,
         )
-        da_state = da.update(carry.dual_averaging, kernel_info.acceptance_rate)
-        welford = jax.lax.cond(
-            slow, lambda w: welford_update(w, state.position), lambda w: w, carry.welford
-        )
-        new_carry = _WarmupCarry(
-            state=state,
-            step_size=jnp.exp(da_state.log_step_size).astype(carry.step_size.dtype),
-            inverse_mass_matrix=carry.inverse_mass_matrix,
-            dual_averaging=da_state,
-            welford=welford,
-        )
-        new_carry = jax.lax.cond(window_end, end_window, lambda c, _: c, new_carry, key_heuristic)
-        return new_carry, WarmupInfo(carry.step_size, kernel_info)
 
     xs = (
         jnp.arange(num_warmup, dtype=jnp.int32),
@@ -513,5 +623,5 @@ def window_adaptation(
         jnp.asarray(schedule.window_end),
     )
     carry, info = jax.lax.scan(one_iteration, carry, xs)
-    final_step_size = da.final(carry.dual_averaging).astype(carry.step_size.dtype)
-    return carry.state, final_step_size, carry.inverse_mass_matrix, info
+    state, step_size, inverse_mass_matrix = warmup_final(carry)
+    return state, step_size, inverse_mass_matrix, info

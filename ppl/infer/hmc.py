@@ -26,6 +26,7 @@ __all__ = [
     "HMCInfo",
     "HMCState",
     "IntegratorState",
+    "energy_error",
     "init",
     "step",
     "velocity_verlet",

@@ -1,11 +1,17 @@
-"""The MCMC driver: chains, warmup and collection compiled into one program.
+"""The MCMC driver: chains, warmup and collection compiled once, run in chunks.
 
 ``MCMC(NUTS(model), num_warmup=1000, num_samples=1000, num_chains=4)`` runs
-Stan's windowed warmup then sampling for every chain inside one jitted
-function (chains vectorized with ``vmap``, or run one after another), and
-keeps the draws on the unconstrained scale together with the sampler
-statistics. The API follows NumPyro's so that a NumPyro user only changes
-imports.
+Stan's windowed warmup then sampling for every chain. The per-chain program
+(warmup iterations, the warmup-to-sampling switch, sampling iterations that
+write into preallocated draw buffers) is compiled once per model layout and
+settings; chains are vectorized with ``vmap`` ("vectorized"), split across
+devices with ``jax.sharding`` ("parallel"), or run one after another
+("sequential"). The program runs in chunks of iterations so that a progress
+bar can be updated from the host between chunks at no measurable cost; the
+random key of iteration ``i`` is ``fold_in(chain_key, i)``, so the draws do
+not depend on the chunking. A second ``run`` with new data of the same shapes
+reuses the compiled program. The API follows NumPyro's so that a NumPyro user
+only changes imports.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -14,7 +20,8 @@ Example:
     ...     mu = ppl.sample("mu", dist.Normal(0.0, 10.0))
     ...     with ppl.plate("obs", y.shape[0]):
     ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=200, num_chains=2)
+    >>> mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=200, num_chains=2,
+    ...             progress_bar=False)
     >>> mcmc.run(jax.random.PRNGKey(0), jnp.array([0.5, 1.5]))
     >>> mcmc.get_samples()["mu"].shape
     (400,)
@@ -22,61 +29,69 @@ Example:
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from ppl.density import LogDensity
+from ppl.density import FunctionLogDensity, LogDensity
 from ppl.infer import hmc, nuts
-from ppl.infer.adaptation import window_adaptation
+from ppl.infer.adaptation import (
+    WarmupState,
+    stan_window_schedule,
+    warmup_final,
+    warmup_init,
+    warmup_step,
+)
 
-__all__ = ["MCMC", "NUTS", "HMC"]
+__all__ = ["HMC", "MCMC", "NUTS"]
 
-CHAIN_METHODS = ("vectorized", "sequential")
+CHAIN_METHODS = ("vectorized", "parallel", "sequential")
+
+
+# ---------------------------------------------------------------------- kernels
 
 
 class _Kernel:
-    """Shared settings of the HMC-family kernels and how they get their log density."""
+    """Settings shared by the HMC-family kernels, and where their log density comes from."""
 
     def __init__(
         self,
         model: Callable | LogDensity | None = None,
         *,
+        logdensity_fn: Callable | None = None,
         step_size: float = 1.0,
         dense_mass: bool = False,
         target_accept_prob: float = 0.8,
         init_strategy: str | dict = "uniform",
-        adapt_step_size: bool = True,
-        adapt_mass_matrix: bool = True,
     ):
-        if model is None:
-            raise ValueError(f"{type(self).__name__} needs a model or a LogDensity")
+        if (model is None) == (logdensity_fn is None):
+            raise ValueError(
+                f"{type(self).__name__} needs exactly one of a model (or LogDensity) and "
+                "logdensity_fn="
+            )
+        if logdensity_fn is not None and not callable(logdensity_fn):
+            raise TypeError(f"logdensity_fn must be callable, got {logdensity_fn!r}")
         if not 0.0 < target_accept_prob < 1.0:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob}")
-        if step_size <= 0:
+        if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         self.model = model
+        self.logdensity_fn = logdensity_fn
         self.step_size = float(step_size)
         self.dense_mass = bool(dense_mass)
         self.target_accept_prob = float(target_accept_prob)
         self.init_strategy = init_strategy
-        self.adapt_step_size = adapt_step_size
-        self.adapt_mass_matrix = adapt_mass_matrix
 
-    def logdensity(self, args: tuple, kwargs: dict) -> LogDensity:
-        """The LogDensity to sample: the given one, or the model compiled with its data."""
-        if isinstance(self.model, LogDensity):
-            if args or kwargs:
-                raise ValueError(
-                    "the kernel was given a LogDensity, which already holds its data: call "
-                    "run(key) without model arguments"
-                )
-            return self.model
-        return LogDensity(self.model, args, kwargs)
+    def settings(self) -> tuple:
+        """Hashable settings that change the compiled program."""
+        return (type(self).__name__, self.step_size, self.dense_mass, self.target_accept_prob)
 
     def step_fn(self, logdensity_fn: Callable) -> Callable:
         """``(key, state, step_size, inverse_mass_matrix) -> (state, info)``."""
@@ -84,10 +99,13 @@ class _Kernel:
 
 
 class NUTS(_Kernel):
-    """The No-U-Turn Sampler (Stan's multinomial variant) with windowed warmup.
+    """The No-U-Turn Sampler (Stan's multinomial variant) with Stan's windowed warmup.
 
     Args:
-        model: a model function or a :class:`ppl.LogDensity`.
+        model: a model function or a :class:`ppl.LogDensity` (e.g. from
+            :func:`ppl.from_numpyro`).
+        logdensity_fn: instead of a model, a plain function ``theta (dim,) -> log
+            density``; give ``init_params`` to :meth:`MCMC.run`.
         max_tree_depth: the most trajectory doublings per draw.
         step_size: initial step size (adapted during warmup).
         dense_mass: adapt a dense instead of a diagonal inverse mass matrix.
@@ -100,6 +118,9 @@ class NUTS(_Kernel):
         if not isinstance(max_tree_depth, int) or not 1 <= max_tree_depth <= 30:
             raise ValueError(f"max_tree_depth must be an int in [1, 30], got {max_tree_depth!r}")
         self.max_tree_depth = max_tree_depth
+
+    def settings(self):
+        return (*super().settings(), self.max_tree_depth)
 
     def step_fn(self, logdensity_fn):
         def step(key, state, step_size, inverse_mass_matrix):
@@ -116,13 +137,13 @@ class NUTS(_Kernel):
 
 
 class HMC(_Kernel):
-    """Static HMC with a fixed number of leapfrog steps (or trajectory length), windowed warmup.
+    """Static HMC: a fixed number of leapfrog steps (or a trajectory length), windowed warmup.
 
     Args:
         model: a model function or a :class:`ppl.LogDensity`.
         num_steps: leapfrog steps per draw (or give ``trajectory_length``).
         trajectory_length: integration time; steps = trajectory_length / step_size.
-        jitter: jitter the number of steps uniformly.
+        jitter: draw the number of steps uniformly up to its value each iteration.
         **settings: as for :class:`NUTS`.
     """
 
@@ -142,6 +163,9 @@ class HMC(_Kernel):
         self.trajectory_length = trajectory_length
         self.jitter = jitter
 
+    def settings(self):
+        return (*super().settings(), self.num_steps, self.trajectory_length, self.jitter)
+
     def step_fn(self, logdensity_fn):
         def step(key, state, step_size, inverse_mass_matrix):
             return hmc.step(
@@ -158,12 +182,153 @@ class HMC(_Kernel):
         return step
 
 
-class _ChainResult(NamedTuple):
-    positions: jax.Array  # (draws, dim) unconstrained
-    log_density: jax.Array  # (draws,)
-    info: Any  # kernel info, each leaf (draws, ...)
+# ---------------------------------------------------------------------- program
+
+
+class SamplingState(NamedTuple):
+    """Per-chain state between sampling chunks."""
+
+    state: hmc.HMCState
     step_size: jax.Array  # ()
     inverse_mass_matrix: jax.Array  # (dim,) or (dim, dim)
+    num_divergent: jax.Array  # () int, divergences so far in this phase
+
+
+class Draws(NamedTuple):
+    """Per-chain draw buffers, each with a leading num_samples axis."""
+
+    position: jax.Array  # (num_samples, dim) unconstrained
+    log_density: jax.Array
+    acceptance_rate: jax.Array
+    diverging: jax.Array
+    energy: jax.Array
+    tree_depth: jax.Array
+    num_steps: jax.Array
+
+
+def _split_data(args: tuple, kwargs: dict):
+    """Arrays become traced inputs of the program; everything else is static."""
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    is_array = [isinstance(x, (jax.Array, np.ndarray)) for x in leaves]
+    # strong dtypes, so that jnp.full(5, 1.0) and jnp.zeros(5) hit the same compiled program
+    dynamic = [jnp.asarray(x, dtype=x.dtype) for x, a in zip(leaves, is_array, strict=True) if a]
+    static = tuple(None if a else x for x, a in zip(leaves, is_array, strict=True))
+    return dynamic, (treedef, tuple(is_array), static)
+
+
+def _join_data(dynamic, structure):
+    treedef, is_array, static = structure
+    it = iter(dynamic)
+    leaves = [next(it) if a else s for a, s in zip(is_array, static, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+class _Program:
+    """The compiled per-chain functions for one (log-density layout, settings)."""
+
+    def __init__(self, template: LogDensity, kernel: _Kernel, mcmc: MCMC, structure):
+        self.template = template
+        self.kernel = kernel
+        self.num_warmup = mcmc.num_warmup
+        self.num_samples = mcmc.num_samples
+        self.thinning = mcmc.thinning
+        self.structure = structure
+        schedule = stan_window_schedule(self.num_warmup) if self.num_warmup else None
+        self.slow = None if schedule is None else jnp.asarray(schedule.slow)
+        self.window_end = None if schedule is None else jnp.asarray(schedule.window_end)
+
+    def _logdensity(self, data):
+        if self.structure is None:
+            return self.template
+        args, kwargs = _join_data(data["args"], self.structure)
+        return self.template.with_data(args, kwargs, data["fixed"])
+
+    def init(self, key, position, data) -> tuple[WarmupState, jax.Array]:
+        ld = self._logdensity(data)
+        wstate = warmup_init(
+            jax.random.fold_in(key, 0),
+            position,
+            ld,
+            dense_mass=self.kernel.dense_mass,
+            initial_step_size=self.kernel.step_size,
+            target_accept=self.kernel.target_accept_prob,
+            run_heuristic=self.num_warmup > 0,
+        )
+        return wstate, jnp.zeros((), jnp.int32)
+
+    def warmup(self, key, carry, data, start, n):
+        ld = self._logdensity(data)
+        step = self.kernel.step_fn(ld)
+        key = jax.random.fold_in(key, 1)
+
+        def body(i, c):
+            wstate, divergent = c
+            wstate, info = warmup_step(
+                jax.random.fold_in(key, i),
+                wstate,
+                self.slow[i],
+                self.window_end[i],
+                ld,
+                step,
+                target_accept=self.kernel.target_accept_prob,
+            )
+            return wstate, divergent + info.kernel_info.diverging.astype(jnp.int32)
+
+        return jax.lax.fori_loop(start, start + n, body, carry)
+
+    def start_sampling(self, wstate: WarmupState) -> SamplingState:
+        if self.num_warmup == 0:
+            state, step_size, imm = wstate.state, wstate.step_size, wstate.inverse_mass_matrix
+        else:
+            state, step_size, imm = warmup_final(wstate)
+        return SamplingState(state, step_size, imm, jnp.zeros((), jnp.int32))
+
+    def empty_draws(self, position) -> Draws:
+        n = self.num_samples
+        f = position.dtype
+        return Draws(
+            position=jnp.zeros((n, position.shape[-1]), f),
+            log_density=jnp.zeros(n, f),
+            acceptance_rate=jnp.zeros(n, f),
+            diverging=jnp.zeros(n, bool),
+            energy=jnp.zeros(n, f),
+            tree_depth=jnp.zeros(n, jnp.int32),
+            num_steps=jnp.zeros(n, jnp.int32),
+        )
+
+    def sample(self, key, carry: SamplingState, draws: Draws, data, start, n):
+        ld = self._logdensity(data)
+        step = self.kernel.step_fn(ld)
+        key = jax.random.fold_in(key, 2)
+
+        def body(i, c):
+            s, d = c
+            state, info = step(
+                jax.random.fold_in(key, i), s.state, s.step_size, s.inverse_mass_matrix
+            )
+            j = i // self.thinning
+            record = Draws(
+                position=state.position,
+                log_density=state.log_density,
+                acceptance_rate=info.acceptance_rate,
+                diverging=info.diverging,
+                energy=info.energy,
+                tree_depth=getattr(info, "tree_depth", jnp.zeros((), jnp.int32)),
+                num_steps=info.num_steps,
+            )
+            d = jax.tree.map(lambda buf, x: buf.at[j].set(x.astype(buf.dtype)), d, record)
+            s = SamplingState(
+                state,
+                s.step_size,
+                s.inverse_mass_matrix,
+                s.num_divergent + info.diverging.astype(jnp.int32),
+            )
+            return s, d
+
+        return jax.lax.fori_loop(start, start + n, body, (carry, draws))
+
+
+# ---------------------------------------------------------------------- driver
 
 
 class MCMC:
@@ -174,9 +339,14 @@ class MCMC:
         num_warmup: warmup (adaptation) iterations per chain.
         num_samples: kept draws per chain (after thinning).
         num_chains: number of chains.
-        chain_method: "vectorized" (all chains in one vmapped program) or
-            "sequential" (one compiled chain program run for each chain).
+        chain_method: "vectorized" (chains vmapped in one program), "parallel"
+            (chains sharded over the available devices with ``jax.sharding``,
+            vmapped within each device) or "sequential" (one chain after another).
         thinning: keep every ``thinning``-th draw.
+        progress_bar: show the phase, iterations per second and divergences,
+            updated from the host between chunks of iterations.
+        chunk_size: iterations per compiled chunk when the progress bar is on
+            (default: about 20 updates per phase, at least 50 iterations each).
     """
 
     def __init__(
@@ -188,6 +358,8 @@ class MCMC:
         num_chains: int = 4,
         chain_method: str = "vectorized",
         thinning: int = 1,
+        progress_bar: bool = True,
+        chunk_size: int | None = None,
     ):
         if not isinstance(kernel, _Kernel):
             raise TypeError(f"kernel must be NUTS(...) or HMC(...), got {kernel!r}")
@@ -197,75 +369,188 @@ class MCMC:
             ("num_chains", num_chains, 1),
             ("thinning", thinning, 1),
         ):
-            if not isinstance(value, int) or value < low:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if chain_method not in CHAIN_METHODS:
             raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.kernel = kernel
         self.num_warmup = num_warmup
         self.num_samples = num_samples
         self.num_chains = num_chains
         self.chain_method = chain_method
         self.thinning = thinning
+        self.progress_bar = progress_bar
+        self.chunk_size = chunk_size
         self.logdensity_: LogDensity | None = None
-        self._result: _ChainResult | None = None
-        self._args: tuple = ()
-        self._kwargs: dict = {}
+        self._programs: dict = {}
+        self._draws: Draws | None = None
+        self._last: SamplingState | None = None
 
-    def _one_chain(self, ld: LogDensity, key: jax.Array, position: jax.Array) -> _ChainResult:
+    # ------------------------------------------------------------------ setup
+    def _logdensity(self, args: tuple, kwargs: dict, init_params: Any) -> LogDensity:
         kernel = self.kernel
-        step = kernel.step_fn(ld)
-        dim = position.shape[0]
-        key_warmup, key_sample = jax.random.split(key)
-        if self.num_warmup > 0:
-            state, step_size, imm, _ = window_adaptation(
-                key_warmup,
-                position,
-                ld,
-                step,
-                self.num_warmup,
-                dense_mass=kernel.dense_mass,
-                target_accept=kernel.target_accept_prob,
-                initial_step_size=kernel.step_size,
+        if kernel.logdensity_fn is not None:
+            if init_params is None or isinstance(init_params, dict):
+                raise ValueError(
+                    "a kernel built from logdensity_fn= needs run(key, init_params=theta) "
+                    "with a flat theta of shape (dim,) or (num_chains, dim)"
+                )
+            if args or kwargs:
+                raise ValueError("a kernel built from logdensity_fn= takes no model arguments")
+            return FunctionLogDensity(kernel.logdensity_fn, int(np.shape(init_params)[-1]))
+        if isinstance(kernel.model, LogDensity):
+            if args or kwargs:
+                raise ValueError(
+                    "the kernel was given a LogDensity, which already holds its data: call "
+                    "run(key) without model arguments"
+                )
+            return kernel.model
+        return LogDensity(kernel.model, args, kwargs)
+
+    def _initial_positions(self, key: jax.Array, ld: LogDensity, init_params: Any) -> jax.Array:
+        n = self.num_chains
+        if init_params is None:
+            return ld.init(key, self.kernel.init_strategy, num_chains=n)
+        if isinstance(init_params, dict):
+            return ld.init(key, init_params, num_chains=n)
+        theta = jnp.asarray(init_params)
+        if theta.shape == (ld.dim,):
+            theta = jnp.broadcast_to(theta, (n, ld.dim))
+        if theta.shape != (n, ld.dim):
+            raise ValueError(
+                f"init_params has shape {theta.shape}; expected ({ld.dim},) or ({n}, {ld.dim})"
             )
+        return theta
+
+    def _program(self, ld: LogDensity) -> tuple[dict, dict]:
+        """The compiled functions for this log density's layout, and its data."""
+        model_based = ld is not self.kernel.model and not isinstance(ld, FunctionLogDensity)
+        if model_based:
+            dynamic, structure = _split_data(ld.args, ld.kwargs)
+            data = {"args": dynamic, "fixed": ld.fixed_values}
+            layout = tuple((n, s.kind, s.shape) for n, s in ld.sites.items())
+            key = ("model", self.kernel.model, structure, layout)
         else:
-            state = hmc.init(position, ld)
-            step_size = jnp.asarray(kernel.step_size, position.dtype)
-            imm = jnp.eye(dim, dtype=position.dtype) if kernel.dense_mass else jnp.ones(dim)
+            structure, data = None, {"args": [], "fixed": {}}
+            key = ("logdensity", id(ld), ld.dim)
+        key = (
+            *key,
+            self.kernel.settings(),
+            self.num_warmup,
+            self.num_samples,
+            self.thinning,
+            self.chain_method,
+        )
+        if key not in self._programs:
+            program = _Program(ld, self.kernel, self, structure)
+            self._programs[key] = self._compile(program)
+        return self._programs[key], data
 
-        def body(state, key):
-            state, info = step(key, state, step_size, imm)
-            return state, (state.position, state.log_density, info)
+    def _compile(self, program: _Program) -> dict:
+        if self.chain_method == "sequential":
 
-        keys = jax.random.split(key_sample, self.num_samples * self.thinning)
-        _, (positions, log_density, info) = jax.lax.scan(body, state, keys)
-        keep = slice(self.thinning - 1, None, self.thinning)
-        info = jax.tree.map(lambda x: x[keep], info)
-        return _ChainResult(positions[keep], log_density[keep], info, step_size, imm)
+            def batch(fn, axes):
+                return fn
+        else:
 
-    def run(self, key: jax.Array, *args: Any, **kwargs: Any) -> None:
-        """Warm up and sample every chain; model arguments follow the key."""
-        ld = self.kernel.logdensity(args, kwargs)
+            def batch(fn, axes):
+                return jax.vmap(fn, in_axes=axes)
+
+        return {
+            "init": jax.jit(batch(program.init, (0, 0, None))),
+            "warmup": jax.jit(batch(program.warmup, (0, 0, None, None, None)), donate_argnums=1),
+            "start_sampling": jax.jit(batch(program.start_sampling, (0,))),
+            "empty_draws": jax.jit(batch(program.empty_draws, (0,))),
+            "sample": jax.jit(
+                batch(program.sample, (0, 0, 0, None, None, None)), donate_argnums=(1, 2)
+            ),
+        }
+
+    def _chunks(self, total: int) -> list[int]:
+        if total == 0:
+            return []
+        if not self.progress_bar:
+            return [total]
+        size = self.chunk_size or max(50, math.ceil(total / 20))
+        sizes = [size] * (total // size)
+        if total % size:
+            sizes.append(total % size)
+        return sizes
+
+    def _shard(self, *arrays):
+        """Place chain-batched arrays on a device mesh along the chain axis."""
+        if self.chain_method != "parallel":
+            return arrays
+        devices = jax.devices()
+        count = max(d for d in range(1, len(devices) + 1) if self.num_chains % d == 0)
+        mesh = jax.sharding.Mesh(np.array(devices[:count]), ("chain",))
+        sharding = NamedSharding(mesh, PartitionSpec("chain"))
+        return tuple(jax.device_put(a, sharding) for a in arrays)
+
+    # ------------------------------------------------------------------ run
+    def run(self, key: jax.Array, *args: Any, init_params: Any = None, **kwargs: Any) -> None:
+        """Warm up and sample every chain.
+
+        Args:
+            key: a ``jax.random`` key.
+            *args, **kwargs: the model's arguments (data).
+            init_params: optional starting point: a dict of constrained values
+                for some latent sites, or a flat unconstrained array of shape
+                (dim,) or (num_chains, dim) (required with ``logdensity_fn=``).
+        """
+        ld = self._logdensity(args, kwargs, init_params)
         if ld.dim == 0:
             raise ValueError("the model has no latent variables to sample")
         key_init, key_chains = jax.random.split(key)
-        positions = ld.init(key_init, self.kernel.init_strategy, num_chains=self.num_chains)
+        positions = self._initial_positions(key_init, ld, init_params)
         chain_keys = jax.random.split(key_chains, self.num_chains)
-        one_chain = partial(self._one_chain, ld)
-        if self.chain_method == "vectorized":
-            result = jax.jit(jax.vmap(one_chain))(chain_keys, positions)
+        fns, data = self._program(ld)
+        started = time.perf_counter()
+        if self.chain_method == "sequential":
+            results = [
+                self._run_chains(fns, data, chain_keys[c], positions[c], f"chain {c + 1} ")
+                for c in range(self.num_chains)
+            ]
+            last, draws = jax.tree.map(lambda *xs: jnp.stack(xs), *results)
         else:
-            compiled = jax.jit(one_chain)
-            per_chain = [compiled(k, p) for k, p in zip(chain_keys, positions, strict=True)]
-            result = jax.tree.map(lambda *xs: jnp.stack(xs), *per_chain)
+            chain_keys, positions = self._shard(chain_keys, positions)
+            last, draws = self._run_chains(fns, data, chain_keys, positions, "")
+        self._last, self._draws = jax.block_until_ready((last, draws))
         self.logdensity_ = ld
-        self._result = jax.block_until_ready(result)
-        self._args, self._kwargs = args, kwargs
+        self.run_time_ = time.perf_counter() - started
 
-    def _require_run(self) -> _ChainResult:
-        if self._result is None:
+    def _run_chains(self, fns, data, keys, positions, label: str):
+        bar = _Progress(
+            self.num_warmup + self.num_samples * self.thinning,
+            enabled=self.progress_bar,
+            label=label,
+            chains=1 if self.chain_method == "sequential" else self.num_chains,
+        )
+        with bar:
+            carry = fns["init"](keys, positions, data)
+            start = 0
+            for n in self._chunks(self.num_warmup):
+                carry = fns["warmup"](keys, carry, data, jnp.int32(start), jnp.int32(n))
+                start += n
+                bar.update(n, "warmup", carry[1])
+            state = fns["start_sampling"](carry[0])
+            draws = fns["empty_draws"](positions)
+            start = 0
+            for n in self._chunks(self.num_samples * self.thinning):
+                state, draws = fns["sample"](
+                    keys, state, draws, data, jnp.int32(start), jnp.int32(n)
+                )
+                start += n
+                bar.update(n, "sampling", state.num_divergent)
+        return state, draws
+
+    # ------------------------------------------------------------------ results
+    def _require_run(self) -> Draws:
+        if self._draws is None:
             raise RuntimeError("call MCMC.run(key, ...) before asking for its results")
-        return self._result
+        return self._draws
 
     def get_samples(self, group_by_chain: bool = False) -> dict[str, jax.Array]:
         """Constrained draws of latent and deterministic sites.
@@ -274,38 +559,44 @@ class MCMC:
             dict ``site -> array`` of shape (num_chains, num_samples, ...) with
             ``group_by_chain``, else (num_chains * num_samples, ...).
         """
-        result = self._require_run()
-        ld = self.logdensity_
-        samples = jax.vmap(jax.vmap(ld.constrain))(result.positions)
+        draws = self._require_run()
+        samples = jax.jit(jax.vmap(jax.vmap(self.logdensity_.constrain)))(draws.position)
         if group_by_chain:
             return samples
         return {k: v.reshape((-1, *v.shape[2:])) for k, v in samples.items()}
 
     def get_sample_stats(self) -> dict[str, np.ndarray]:
-        """Sampler statistics per chain and draw, shape (num_chains, num_samples)."""
-        result = self._require_run()
-        info = result.info
+        """Sampler statistics per chain and draw, each of shape (num_chains, num_samples)."""
+        draws = self._require_run()
         stats = {
-            "lp": result.log_density,
-            "acceptance_rate": info.acceptance_rate,
-            "diverging": info.diverging,
-            "energy": info.energy,
-            "step_size": jnp.broadcast_to(result.step_size[:, None], result.log_density.shape),
+            "lp": draws.log_density,
+            "acceptance_rate": draws.acceptance_rate,
+            "diverging": draws.diverging,
+            "energy": draws.energy,
+            "step_size": jnp.broadcast_to(self._last.step_size[:, None], draws.log_density.shape),
+            "n_steps": draws.num_steps,
         }
-        if hasattr(info, "tree_depth"):
-            stats["tree_depth"] = info.tree_depth
-        stats["n_steps"] = info.num_steps
+        if isinstance(self.kernel, NUTS):
+            stats["tree_depth"] = draws.tree_depth
         return {k: np.asarray(v) for k, v in stats.items()}
 
     @property
     def inverse_mass_matrix(self) -> jax.Array:
         """Adapted inverse mass matrix per chain: (num_chains, dim) or (num_chains, dim, dim)."""
-        return self._require_run().inverse_mass_matrix
+        self._require_run()
+        return self._last.inverse_mass_matrix
 
     @property
     def step_size(self) -> jax.Array:
         """Adapted step size per chain, shape (num_chains,)."""
-        return self._require_run().step_size
+        self._require_run()
+        return self._last.step_size
+
+    @property
+    def last_state(self) -> SamplingState:
+        """The chains' final sampler states (batched over chains)."""
+        self._require_run()
+        return self._last
 
     def to_datatree(self, dims: dict | None = None, coords: dict | None = None):
         """The run as an ArviZ DataTree (posterior, sample_stats, log_likelihood, observed_data)."""
@@ -314,11 +605,50 @@ class MCMC:
         return mcmc_to_datatree(self, dims=dims, coords=coords)
 
     def print_summary(self, **summary_kwargs: Any) -> None:
-        """Print ArviZ's summary table (mean, sd, HDI, ESS, R-hat, MCSE) of the posterior."""
+        """Print ArviZ's summary table (mean, sd, interval, ESS, R-hat, MCSE) and divergences."""
         import arviz_stats
 
-        table = arviz_stats.summary(self.to_datatree(), **summary_kwargs)
-        with np.printoptions(linewidth=120):
-            print(table.to_string())
+        print(arviz_stats.summary(self.to_datatree(), **summary_kwargs).to_string())
         divergences = int(self.get_sample_stats()["diverging"].sum())
         print(f"Number of divergences: {divergences}")
+
+
+class _Progress:
+    """A tqdm bar over iterations, updated between chunks (never inside compiled code)."""
+
+    def __init__(self, total: int, enabled: bool, label: str, chains: int):
+        self.enabled = enabled
+        self.total = total
+        self.label = label
+        self.chains = chains
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                desc=f"{self.label}warmup",
+                unit="it",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        self.last_time = time.perf_counter()
+        return self
+
+    def update(self, n: int, phase: str, num_divergent) -> None:
+        if self.bar is None:
+            return
+        # reading the count waits for the chunk to finish, so the rate is real
+        divergent = int(np.sum(np.asarray(num_divergent)))
+        now = time.perf_counter()
+        rate = n * self.chains / max(now - self.last_time, 1e-9)
+        self.last_time = now
+        self.bar.set_description(f"{self.label}{phase}", refresh=False)
+        self.bar.set_postfix({"draws/s": f"{rate:.0f}", "divergences": divergent}, refresh=False)
+        self.bar.update(n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

@@ -100,8 +100,7 @@ _V_LAST = 4  # velocity at its last state (dense metric only)
 class _Loop(NamedTuple):
     """The carry of the leaf loop."""
 
-    edge: IntegratorState  # trajectory end that the current subtree grows from
-    far_edge: IntegratorState  # the opposite end of the trajectory
+    ends: IntegratorState  # the trajectory's ends, stacked: [0] backward-most, [1] forward-most
     sample: _Sample  # current sample of the whole trajectory
     log_weight: Array  # log sum of exp(H0 - H) over the accepted trajectory
     subtree_sample: _Sample  # multinomial candidate of the subtree being built
@@ -208,12 +207,11 @@ def _transition(
     first_row = [jnp.zeros_like(momentum), momentum, momentum] + (
         [v0, v0] if store_velocity else []
     )
-    checkpoints = jnp.zeros((max_tree_depth + 1, len(first_row)) + momentum.shape, dtype)
+    checkpoints = jnp.zeros((max_tree_depth + 1, len(first_row), *momentum.shape), dtype)
     checkpoints = checkpoints.at[0].set(jnp.stack(first_row))
     sample0 = _Sample(state.position, state.log_density, state.grad, h0)
     loop0 = _Loop(
-        edge=z0,
-        far_edge=z0,
+        ends=jax.tree.map(lambda x: jnp.stack([x, x]), z0),
         sample=sample0,
         log_weight=jnp.zeros((), dtype),
         subtree_sample=sample0,
@@ -231,7 +229,9 @@ def _transition(
         n = loop.num_leaves + 1
         depth = loop.depth
         going_forward = forward[depth]
-        leaf = integrator(loop.edge, jnp.where(going_forward, step_size, -step_size))
+        side = going_forward.astype(jnp.int32)
+        edge = jax.tree.map(lambda x: x[side], loop.ends)
+        leaf = integrator(edge, jnp.where(going_forward, step_size, -step_size))
         p = leaf.momentum
         v = velocity(p, inverse_mass_matrix)
         energy = -leaf.log_density + 0.5 * jnp.dot(p, v)
@@ -257,8 +257,8 @@ def _transition(
         k = jax.lax.population_count((n ^ (n + 1)) >> 1)
         completes_subtree = (n & (n + 1)) == 0  # n + 1 is a power of two: k == depth + 1
 
-        def right_sibling_start(j: Array):
-            """Running sum before R_j, and momentum and velocity at R_j's first state."""
+        def right_sibling_start(ck: Array, j: Array):
+            """Running sum before R_j, momentum and velocity at its first state, row j - 1."""
             row = ck[jnp.maximum(j - 1, 0)]
             alone = j == 0
             v_row = (
@@ -271,7 +271,7 @@ def _transition(
                 row,
             )
 
-        sum_before, p_first, v_first, below = right_sibling_start(k)
+        sum_before, p_first, v_first, below = right_sibling_start(ck, k)
         # A completed trajectory is stored in time order: grown backward, this leaf is its left end.
         backward_top = completes_subtree & ~going_forward
         node = [
@@ -288,7 +288,7 @@ def _transition(
 
         def check_level(carry):
             j, _ = carry
-            right_before, p_right_first, v_right_first, _ = right_sibling_start(j)
+            right_before, p_right_first, v_right_first, _ = right_sibling_start(ck, j)
             left = ck[j]
             # Left sibling's ends: far from the seam and at the seam (the trajectory node is
             # stored in time order, so swap its ends when growing backward).
@@ -328,11 +328,8 @@ def _transition(
         )
         new_depth = depth + merge.astype(depth.dtype)
         done = ~valid | (merge & (trajectory_turning | (new_depth >= max_tree_depth)))
-        # The next doubling grows from the other end when its direction differs.
-        turn_around = merge & (forward[jnp.minimum(new_depth, max_tree_depth - 1)] != going_forward)
         return _Loop(
-            edge=_where(turn_around, loop.far_edge, leaf),
-            far_edge=_where(turn_around, leaf, loop.far_edge),
+            ends=jax.tree.map(lambda x, y: x.at[side].set(y), loop.ends, leaf),
             sample=sample,
             log_weight=log_weight,
             subtree_sample=subtree_sample,

@@ -171,7 +171,9 @@ def run_hmc(logdensity_fn, dim, step_size, imm, num_draws, num_chains=4, seed=0,
 
 
 def test_hmc_standard_normal_1d():
-    ld = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    def ld(x):
+        return -0.5 * jnp.sum(x**2)
+
     draws, info = run_hmc(ld, 1, 0.5, jnp.ones(1), 2000, trajectory_length=2.0, jitter=True)
     assert_moments(draws, np.zeros(1), np.ones(1))
     assert 0.8 < float(info.acceptance_rate.mean()) <= 1.0
@@ -180,14 +182,14 @@ def test_hmc_standard_normal_1d():
 
 @pytest.mark.parametrize("with_metric", [True, False])
 def test_hmc_diagonal_gaussian_scales(with_metric):
-    ld = lambda x: -0.5 * jnp.sum((x / SCALES_10) ** 2)  # noqa: E731
+    def ld(x):
+        return -0.5 * jnp.sum((x / SCALES_10) ** 2)
+
     if with_metric:
         imm, step_size, length = jnp.asarray(SCALES_10**2), 0.5, 2.0
     else:  # identity metric: the step size is bound by the smallest scale (0.1)
         imm, step_size, length = jnp.ones(10), 0.1, 15.0
-    draws, info = run_hmc(
-        ld, 10, step_size, imm, 2000, trajectory_length=length, jitter=True
-    )
+    draws, info = run_hmc(ld, 10, step_size, imm, 2000, trajectory_length=length, jitter=True)
     assert_moments(draws, np.zeros(10), SCALES_10**2)
     assert float(info.acceptance_rate.mean()) > 0.6
 
@@ -202,7 +204,9 @@ def test_hmc_correlated_gaussian_dense_metric():
 
 
 def test_hmc_num_steps_from_trajectory_length():
-    ld = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    def ld(x):
+        return -0.5 * jnp.sum(x**2)
+
     state = hmc.init(jnp.zeros(2), ld)
     _, info = hmc.step(jax.random.key(0), state, ld, 0.3, jnp.ones(2), trajectory_length=1.0)
     assert int(info.num_steps) == 4  # ceil(1.0 / 0.3)
@@ -217,9 +221,14 @@ def test_hmc_num_steps_from_trajectory_length():
 
 
 def test_hmc_flags_divergence_and_rejects():
-    ld = lambda x: -0.5 * jnp.sum(x**2) / 0.01**2  # noqa: E731  scale 0.01, step size 5
+    # scale 0.01, step size 5
+    def ld(x):
+        return -0.5 * jnp.sum(x**2) / 0.01**2
+
     state = hmc.init(jnp.full(3, 0.01), ld)
-    new_state, info = hmc.step(jax.random.key(0), state, ld, 5.0, jnp.ones(3), num_integration_steps=3)
+    new_state, info = hmc.step(
+        jax.random.key(0), state, ld, 5.0, jnp.ones(3), num_integration_steps=3
+    )
     assert bool(info.diverging)
     assert float(info.acceptance_rate) == 0.0
     assert not bool(info.is_accepted)
@@ -227,12 +236,19 @@ def test_hmc_flags_divergence_and_rejects():
 
 
 def test_hmc_needs_exactly_one_length_argument():
-    ld = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    def ld(x):
+        return -0.5 * jnp.sum(x**2)
+
     state = hmc.init(jnp.zeros(2), ld)
     with pytest.raises(ValueError, match="exactly one"):
         hmc.step(jax.random.key(0), state, ld, 0.1, jnp.ones(2))
     with pytest.raises(ValueError, match="exactly one"):
         hmc.step(
-            jax.random.key(0), state, ld, 0.1, jnp.ones(2),
-            num_integration_steps=3, trajectory_length=1.0,
+            jax.random.key(0),
+            state,
+            ld,
+            0.1,
+            jnp.ones(2),
+            num_integration_steps=3,
+            trajectory_length=1.0,
         )
