@@ -52,10 +52,14 @@ def test_ruff_format_is_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_readme_example_runs(capsys):
+def test_readme_examples_run(capsys):
     import re
 
-    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for code in blocks:  # later blocks build on the names of earlier ones
+        exec(compile(code, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "mu" in out and "sigma" in out and "r_hat" in out
+    assert namespace["mcmc"].get_samples()["mu"].shape == (500 * 4,)
