@@ -40,6 +40,10 @@ __all__ = ["FunctionLogDensity", "InitializationError", "LogDensity", "SiteInfo"
 
 INIT_STRATEGIES = ("uniform", "median", "prior")
 
+# compiled functions shared by LogDensity objects of the same model layout (see shared_jit)
+_SHARED_JIT: dict = {}
+_SHARED_JIT_SIZE = 256
+
 
 class InitializationError(RuntimeError):
     """No starting point with a finite log density and gradient was found."""
@@ -129,13 +133,58 @@ class LogDensity:
         self.latent_names = tuple(n for n, s in self.sites.items() if s.kind == "latent")
         self.dim = sum(self.sites[n].size for n in self.latent_names)
 
-    @property
-    def _checked_value_and_grad(self) -> Callable:
-        return jax.jit(jax.value_and_grad(self.__call__))
+    # ------------------------------------------------------------------ compiled helpers
+    def layout_key(self) -> tuple | None:
+        """Hashable identity of (model, static data, site layout), or None if not hashable.
 
-    @property
-    def _checked_terms(self) -> Callable:
-        return jax.jit(self.log_density_terms)
+        Two LogDensity objects with the same key differ only in their array data, so
+        they can share compiled functions that take the data as inputs.
+        """
+        _, structure = split_data(self.args, self.kwargs)
+        layout = tuple((n, s.kind, s.shape) for n, s in self.sites.items())
+        key = (self.model, structure, layout)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def data_tree(self) -> dict:
+        """The array data (model arguments, fixed plate indices and params) as a pytree."""
+        dynamic, _ = split_data(self.args, self.kwargs)
+        return {"args": dynamic, "fixed": self._fixed}
+
+    def with_data_tree(self, data: dict) -> LogDensity:
+        """This layout with the array data of :meth:`data_tree` (e.g. traced in ``jit``)."""
+        _, structure = split_data(self.args, self.kwargs)
+        args, kwargs = join_data(data["args"], structure)
+        return self.with_data(args, kwargs, data["fixed"])
+
+    def shared_jit(self, name: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``jit(lambda *rest: fn(self, *rest))``, compiled once for every LogDensity of the
+        same :meth:`layout_key` (the array data are passed as traced inputs)."""
+        key = self.layout_key()
+        if key is None:
+            return jax.jit(lambda *rest: fn(self, *rest))
+        full_key = (key, name)
+        jitted = _SHARED_JIT.get(full_key)
+        if jitted is None:
+            template = self
+
+            def with_data(data, *rest):
+                return fn(template.with_data_tree(data), *rest)
+
+            jitted = jax.jit(with_data)
+            if len(_SHARED_JIT) >= _SHARED_JIT_SIZE:
+                _SHARED_JIT.pop(next(iter(_SHARED_JIT)))
+            _SHARED_JIT[full_key] = jitted
+        data = self.data_tree()
+        return lambda *rest: jitted(data, *rest)
+
+    def _batch_value_and_grad(self) -> Callable:
+        return self.shared_jit(
+            "value_and_grad", lambda ld, thetas: jax.vmap(jax.value_and_grad(ld))(thetas)
+        )
 
     @property
     def fixed_values(self) -> dict[str, Any]:
@@ -275,7 +324,7 @@ class LogDensity:
             gradient was not finite.
         """
         draw = self._init_sampler(strategy, radius)
-        check = jax.vmap(self._checked_value_and_grad)
+        check = self._batch_value_and_grad()
         n = 1 if num_chains is None else int(num_chains)
         if n < 1:
             raise ValueError(f"num_chains must be positive, got {num_chains}")
@@ -302,18 +351,23 @@ class LogDensity:
         """A jitted function from keys (n, ...) to candidate points (n, dim)."""
         site_value = _strategy(strategy, self.latent_names, radius)
 
-        def draw_one(key):
-            tr = self._run(_SetLatent(site_value, self._fixed, self.sites, rng_key=key))
-            return self.flatten({name: _to_unconstrained(tr[name]) for name in self.latent_names})
+        def draw(ld, keys):
+            def draw_one(key):
+                tr = ld._run(_SetLatent(site_value, ld._fixed, ld.sites, rng_key=key))
+                return ld.flatten({name: _to_unconstrained(tr[name]) for name in ld.latent_names})
 
-        return jax.jit(jax.vmap(draw_one))
+            return jax.vmap(draw_one)(keys)
+
+        if isinstance(strategy, str):
+            return self.shared_jit(("init", strategy, radius), draw)
+        return jax.jit(lambda keys: draw(self, keys))
 
     def _init_failure_message(self, strategy, key, draw, tries) -> str:
         bad_value: Counter[str] = Counter()
         bad_grad: Counter[str] = Counter()
         candidates = draw(jax.random.split(key, tries))
-        terms = jax.vmap(self._checked_terms)(candidates)
-        _, grads = jax.vmap(self._checked_value_and_grad)(candidates)
+        terms = jax.jit(jax.vmap(self.log_density_terms))(candidates)
+        _, grads = self._batch_value_and_grad()(candidates)
         for name, value in terms.items():
             bad_value[name] = int((~np.isfinite(np.asarray(value))).sum())
         for name in self.latent_names:
@@ -378,6 +432,12 @@ class FunctionLogDensity(LogDensity):
             )
         }
         self.latent_names = (name,)
+
+    def layout_key(self) -> tuple | None:
+        try:
+            return hash(self.fn) and ("function", self.fn, self.dim, self.name)
+        except TypeError:
+            return None
 
     def __repr__(self) -> str:
         return f"FunctionLogDensity({getattr(self.fn, '__name__', self.fn)!r}, dim={self.dim})"
@@ -572,6 +632,29 @@ def _strategy(strategy, latent_names, radius) -> Callable[[dict], Any]:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def split_data(args: tuple, kwargs: dict) -> tuple[list, tuple]:
+    """Split model arguments into arrays (traced inputs) and a hashable static rest.
+
+    Returns:
+        ``(arrays, structure)``: the array leaves (with strong dtypes, so that
+        ``jnp.full(5, 1.0)`` and ``jnp.zeros(5)`` share compiled code) and a
+        hashable description of everything else, for :func:`join_data`.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    is_array = tuple(isinstance(x, (jax.Array, np.ndarray)) for x in leaves)
+    arrays = [jnp.asarray(x, dtype=x.dtype) for x, a in zip(leaves, is_array, strict=True) if a]
+    static = tuple(None if a else x for x, a in zip(leaves, is_array, strict=True))
+    return arrays, (treedef, is_array, static)
+
+
+def join_data(arrays: list, structure: tuple) -> tuple[tuple, dict]:
+    """Inverse of :func:`split_data`: ``(args, kwargs)``."""
+    treedef, is_array, static = structure
+    it = iter(arrays)
+    leaves = [next(it) if a else x for a, x in zip(is_array, static, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _prototype_trace(model: Callable, args: tuple, kwargs: dict, rng_seed: int) -> dict:

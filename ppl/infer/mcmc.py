@@ -206,42 +206,21 @@ class Draws(NamedTuple):
     num_steps: jax.Array
 
 
-def _split_data(args: tuple, kwargs: dict):
-    """Arrays become traced inputs of the program; everything else is static."""
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    is_array = [isinstance(x, (jax.Array, np.ndarray)) for x in leaves]
-    # strong dtypes, so that jnp.full(5, 1.0) and jnp.zeros(5) hit the same compiled program
-    dynamic = [jnp.asarray(x, dtype=x.dtype) for x, a in zip(leaves, is_array, strict=True) if a]
-    static = tuple(None if a else x for x, a in zip(leaves, is_array, strict=True))
-    return dynamic, (treedef, tuple(is_array), static)
-
-
-def _join_data(dynamic, structure):
-    treedef, is_array, static = structure
-    it = iter(dynamic)
-    leaves = [next(it) if a else s for a, s in zip(is_array, static, strict=True)]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
 class _Program:
     """The compiled per-chain functions for one (log-density layout, settings)."""
 
-    def __init__(self, template: LogDensity, kernel: _Kernel, mcmc: MCMC, structure):
+    def __init__(self, template: LogDensity, kernel: _Kernel, mcmc: MCMC):
         self.template = template
         self.kernel = kernel
         self.num_warmup = mcmc.num_warmup
         self.num_samples = mcmc.num_samples
         self.thinning = mcmc.thinning
-        self.structure = structure
         schedule = stan_window_schedule(self.num_warmup) if self.num_warmup else None
         self.slow = None if schedule is None else jnp.asarray(schedule.slow)
         self.window_end = None if schedule is None else jnp.asarray(schedule.window_end)
 
     def _logdensity(self, data):
-        if self.structure is None:
-            return self.template
-        args, kwargs = _join_data(data["args"], self.structure)
-        return self.template.with_data(args, kwargs, data["fixed"])
+        return self.template.with_data_tree(data)
 
     def init(self, key, position, data) -> tuple[WarmupState, jax.Array]:
         ld = self._logdensity(data)
@@ -425,18 +404,10 @@ class MCMC:
         return theta
 
     def _program(self, ld: LogDensity) -> tuple[dict, dict]:
-        """The compiled functions for this log density's layout, and its data."""
-        model_based = ld is not self.kernel.model and not isinstance(ld, FunctionLogDensity)
-        if model_based:
-            dynamic, structure = _split_data(ld.args, ld.kwargs)
-            data = {"args": dynamic, "fixed": ld.fixed_values}
-            layout = tuple((n, s.kind, s.shape) for n, s in ld.sites.items())
-            key = ("model", self.kernel.model, structure, layout)
-        else:
-            structure, data = None, {"args": [], "fixed": {}}
-            key = ("logdensity", id(ld), ld.dim)
+        """The compiled functions for this log density's layout, and its array data."""
+        layout = ld.layout_key()
         key = (
-            *key,
+            ("id", id(ld)) if layout is None else layout,
             self.kernel.settings(),
             self.num_warmup,
             self.num_samples,
@@ -444,9 +415,8 @@ class MCMC:
             self.chain_method,
         )
         if key not in self._programs:
-            program = _Program(ld, self.kernel, self, structure)
-            self._programs[key] = self._compile(program)
-        return self._programs[key], data
+            self._programs[key] = self._compile(_Program(ld, self.kernel, self))
+        return self._programs[key], ld.data_tree()
 
     def _compile(self, program: _Program) -> dict:
         if self.chain_method == "sequential":
@@ -560,7 +530,10 @@ class MCMC:
             ``group_by_chain``, else (num_chains * num_samples, ...).
         """
         draws = self._require_run()
-        samples = jax.jit(jax.vmap(jax.vmap(self.logdensity_.constrain)))(draws.position)
+        constrain = self.logdensity_.shared_jit(
+            "constrain_chains", lambda ld, x: jax.vmap(jax.vmap(ld.constrain))(x)
+        )
+        samples = constrain(draws.position)
         if group_by_chain:
             return samples
         return {k: v.reshape((-1, *v.shape[2:])) for k, v in samples.items()}
