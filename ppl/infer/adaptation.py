@@ -312,11 +312,17 @@ class WarmupSchedule(NamedTuple):
         slow: bool, the iteration is in a slow window: its draw feeds the mass-matrix estimator.
         window_end: bool, the mass matrix is updated (and the step size re-initialised) after it.
         fast: bool, the iteration is in the initial or terminal fast buffer (``~slow``).
+        restart: bool, before the iteration the step-size heuristic re-runs and dual averaging
+            restarts: at iteration 0 and after every window end.
+        update_metric: bool, before the iteration the mass matrix is set from the window that
+            just ended (``restart`` without the first iteration).
     """
 
     slow: np.ndarray
     window_end: np.ndarray
     fast: np.ndarray
+    restart: np.ndarray
+    update_metric: np.ndarray
 
 
 def stan_windows(
@@ -382,7 +388,13 @@ def stan_window_schedule(num_warmup: int) -> WarmupSchedule:
         slow[start : start + size] = True
         window_end[start + size - 1] = True
         start += size
-    return WarmupSchedule(slow=slow, window_end=window_end, fast=~slow)
+    update_metric = np.zeros(num_warmup, bool)
+    update_metric[1:] = window_end[:-1]
+    restart = update_metric.copy()
+    restart[:1] = True
+    return WarmupSchedule(
+        slow=slow, window_end=window_end, fast=~slow, restart=restart, update_metric=update_metric
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,19 +433,17 @@ class WarmupState(NamedTuple):
 
 
 def warmup_init(
-    key: Array,
     position: Array,
     logdensity_fn: Callable[[Array], Array],
     dense_mass: bool = False,
     initial_step_size: float = 1.0,
     initial_inverse_mass_matrix: Array | None = None,
     target_accept: float = 0.8,
-    run_heuristic: bool = True,
 ) -> WarmupState:
-    """The warmup state before the first iteration (Stan's step-size heuristic included).
+    """The warmup state before the first iteration (the step-size heuristic runs in the first
+    ``warmup_step``, whose schedule entry has ``restart`` set).
 
     Args:
-        key: a JAX PRNG key (for the heuristic's momentum).
         position: shape ``(dim,)``, the initial position.
         logdensity_fn: ``(dim,) -> scalar`` log density.
         dense_mass: adapt a dense ``(dim, dim)`` inverse mass matrix instead of a diagonal one.
@@ -441,7 +451,6 @@ def warmup_init(
         initial_inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)`` matching ``dense_mass``;
             defaults to the identity.
         target_accept: the dual-averaging target.
-        run_heuristic: False keeps ``initial_step_size`` as it is.
     """
     position = jnp.asarray(position)
     if position.ndim != 1:
@@ -460,16 +469,10 @@ def warmup_init(
                 f"initial_inverse_mass_matrix has shape {inverse_mass_matrix.shape} but "
                 f"dense_mass={dense_mass} needs shape {expected}."
             )
-    state = hmc.init(position, logdensity_fn)
-    if run_heuristic:
-        step_size = find_reasonable_step_size(
-            key, state, logdensity_fn, inverse_mass_matrix, initial_step_size
-        )
-    else:
-        step_size = jnp.asarray(initial_step_size, dtype)
+    step_size = jnp.asarray(initial_step_size, dtype)
     da = dual_averaging(target_accept=target_accept)
     return WarmupState(
-        state=state,
+        state=hmc.init(position, logdensity_fn),
         step_size=step_size,
         inverse_mass_matrix=inverse_mass_matrix,
         dual_averaging=da.init(step_size),
@@ -480,51 +483,56 @@ def warmup_init(
 def warmup_step(
     key: Array,
     warmup_state: WarmupState,
+    restart: Array,
+    update_metric: Array,
     slow: Array,
-    window_end: Array,
     logdensity_fn: Callable[[Array], Array],
     kernel: Callable[[Array, Any, Array, Array], tuple[Any, Any]],
     target_accept: float = 0.8,
 ) -> tuple[WarmupState, WarmupInfo]:
-    """One warmup iteration: kernel step, dual averaging, Welford, window end.
+    """One warmup iteration in Stan's order.
 
-    Stan's order: run the kernel with the current step size ``exp(log ε_t)``, update dual
-    averaging with the acceptance statistic, add the new position to the Welford estimator in a
-    slow window; at a slow window's end the inverse mass matrix becomes the shrunk (co)variance
-    of the window's draws, the estimator restarts, the heuristic re-runs from the current step
-    size and dual averaging restarts with ``mu = log(10 ε)``.
+    Before the kernel step, where ``restart`` is set (iteration 0 and the first iteration after
+    each slow window): if ``update_metric``, the inverse mass matrix becomes the shrunk
+    (co)variance of the window's draws and the estimator restarts; then the step-size heuristic
+    runs from the current step size and dual averaging restarts with ``mu = log(10 ε)``. Then the
+    kernel runs with ``exp(log ε_t)``, dual averaging takes the acceptance statistic, and in a
+    slow window the new position feeds the Welford estimator. Doing the window-end work at the
+    start of the next iteration keeps a single call site of the heuristic (one compiled copy).
 
     Args:
         key: a JAX PRNG key for this iteration.
         warmup_state: the state from ``warmup_init`` or the previous iteration.
-        slow, window_end: this iteration's entries of ``stan_window_schedule``. When they are
-            not batched (e.g. under ``vmap`` over chains only) the window-end branch stays a
-            real ``lax.cond``.
+        restart, update_metric, slow: this iteration's entries of ``stan_window_schedule``.
+            When they are not batched (e.g. under ``vmap`` over chains only) the restart branch
+            stays a real ``lax.cond``.
         logdensity_fn: ``(dim,) -> scalar`` log density (for the heuristic).
         kernel: ``kernel(key, state, step_size, inverse_mass_matrix) -> (state, info)`` with
             ``info.acceptance_rate``.
         target_accept: the dual-averaging target.
     """
     da = dual_averaging(target_accept=target_accept)
-    carry = warmup_state
-    dtype = carry.state.position.dtype
-    dim = carry.state.position.shape[0]
-    dense = carry.inverse_mass_matrix.ndim == 2
+    dtype = warmup_state.state.position.dtype
+    dim = warmup_state.state.position.shape[0]
+    dense = warmup_state.inverse_mass_matrix.ndim == 2
     key_kernel, key_heuristic = jax.random.split(key)
 
-    def end_window(carry: WarmupState, heuristic_key: Array) -> WarmupState:
-        new_imm = welford_covariance(carry.welford).astype(dtype)
-        new_step_size = find_reasonable_step_size(
-            heuristic_key, carry.state, logdensity_fn, new_imm, carry.step_size
+    def restart_adaptation(carry: WarmupState) -> WarmupState:
+        imm, welford = jax.lax.cond(
+            update_metric,
+            lambda c: (
+                welford_covariance(c.welford).astype(dtype),
+                welford_init(dim, dense, dtype),
+            ),
+            lambda c: (c.inverse_mass_matrix, c.welford),
+            carry,
         )
-        return WarmupState(
-            state=carry.state,
-            step_size=new_step_size,
-            inverse_mass_matrix=new_imm,
-            dual_averaging=da.init(new_step_size),
-            welford=welford_init(dim, dense, dtype),
+        step_size = find_reasonable_step_size(
+            key_heuristic, carry.state, logdensity_fn, imm, carry.step_size
         )
+        return WarmupState(carry.state, step_size, imm, da.init(step_size), welford)
 
+    carry = jax.lax.cond(restart, restart_adaptation, lambda c: c, warmup_state)
     state, kernel_info = kernel(key_kernel, carry.state, carry.step_size, carry.inverse_mass_matrix)
     da_state = da.update(carry.dual_averaging, kernel_info.acceptance_rate)
     welford = jax.lax.cond(
@@ -537,7 +545,6 @@ def warmup_step(
         dual_averaging=da_state,
         welford=welford,
     )
-    new_carry = jax.lax.cond(window_end, end_window, lambda c, _: c, new_carry, key_heuristic)
     return new_carry, WarmupInfo(carry.step_size, kernel_info)
 
 
@@ -594,9 +601,7 @@ def window_adaptation(
     if not isinstance(num_warmup, int) or num_warmup < 0:
         raise ValueError(f"num_warmup must be a Python int >= 0; got {num_warmup!r}.")
     schedule = stan_window_schedule(num_warmup)
-    key_init, key_loop = jax.random.split(key)
     carry = warmup_init(
-        key_init,
         position,
         logdensity_fn,
         dense_mass=dense_mass,
@@ -606,12 +611,13 @@ def window_adaptation(
     )
 
     def one_iteration(carry: WarmupState, xs):
-        i, slow, window_end = xs
+        i, restart, update_metric, slow = xs
         return warmup_step(
-            jax.random.fold_in(key_loop, i),
+            jax.random.fold_in(key, i),
             carry,
+            restart,
+            update_metric,
             slow,
-            window_end,
             logdensity_fn,
             kernel,
             target_accept=target_accept,
@@ -619,8 +625,9 @@ def window_adaptation(
 
     xs = (
         jnp.arange(num_warmup, dtype=jnp.int32),
+        jnp.asarray(schedule.restart),
+        jnp.asarray(schedule.update_metric),
         jnp.asarray(schedule.slow),
-        jnp.asarray(schedule.window_end),
     )
     carry, info = jax.lax.scan(one_iteration, carry, xs)
     state, step_size, inverse_mass_matrix = warmup_final(carry)

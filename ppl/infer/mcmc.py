@@ -216,22 +216,23 @@ class _Program:
         self.num_samples = mcmc.num_samples
         self.thinning = mcmc.thinning
         schedule = stan_window_schedule(self.num_warmup) if self.num_warmup else None
-        self.slow = None if schedule is None else jnp.asarray(schedule.slow)
-        self.window_end = None if schedule is None else jnp.asarray(schedule.window_end)
+        self.schedule = None
+        if schedule is not None:
+            self.schedule = tuple(
+                jnp.asarray(a) for a in (schedule.restart, schedule.update_metric, schedule.slow)
+            )
 
     def _logdensity(self, data):
         return self.template.with_data_tree(data)
 
-    def init(self, key, position, data) -> tuple[WarmupState, jax.Array]:
+    def init(self, position, data) -> tuple[WarmupState, jax.Array]:
         ld = self._logdensity(data)
         wstate = warmup_init(
-            jax.random.fold_in(key, 0),
             position,
             ld,
             dense_mass=self.kernel.dense_mass,
             initial_step_size=self.kernel.step_size,
             target_accept=self.kernel.target_accept_prob,
-            run_heuristic=self.num_warmup > 0,
         )
         return wstate, jnp.zeros((), jnp.int32)
 
@@ -242,11 +243,13 @@ class _Program:
 
         def body(i, c):
             wstate, divergent = c
+            restart, update_metric, slow = (a[i] for a in self.schedule)
             wstate, info = warmup_step(
                 jax.random.fold_in(key, i),
                 wstate,
-                self.slow[i],
-                self.window_end[i],
+                restart,
+                update_metric,
+                slow,
                 ld,
                 step,
                 target_accept=self.kernel.target_accept_prob,
@@ -429,7 +432,7 @@ class MCMC:
                 return jax.vmap(fn, in_axes=axes)
 
         return {
-            "init": jax.jit(batch(program.init, (0, 0, None))),
+            "init": jax.jit(batch(program.init, (0, None))),
             "warmup": jax.jit(batch(program.warmup, (0, 0, None, None, None)), donate_argnums=1),
             "start_sampling": jax.jit(batch(program.start_sampling, (0,))),
             "empty_draws": jax.jit(batch(program.empty_draws, (0,))),
@@ -499,7 +502,7 @@ class MCMC:
             chains=1 if self.chain_method == "sequential" else self.num_chains,
         )
         with bar:
-            carry = fns["init"](keys, positions, data)
+            carry = fns["init"](positions, data)
             start = 0
             for n in self._chunks(self.num_warmup):
                 carry = fns["warmup"](keys, carry, data, jnp.int32(start), jnp.int32(n))
