@@ -54,7 +54,9 @@ __all__ = [
     "welford_update",
     "warmup_final",
     "warmup_init",
+    "warmup_restart",
     "warmup_step",
+    "warmup_update",
     "window_adaptation",
 ]
 
@@ -511,41 +513,67 @@ def warmup_step(
             ``info.acceptance_rate``.
         target_accept: the dual-averaging target.
     """
-    da = dual_averaging(target_accept=target_accept)
-    dtype = warmup_state.state.position.dtype
-    dim = warmup_state.state.position.shape[0]
-    dense = warmup_state.inverse_mass_matrix.ndim == 2
     key_kernel, key_heuristic = jax.random.split(key)
-
-    def restart_adaptation(carry: WarmupState) -> WarmupState:
-        imm, welford = jax.lax.cond(
-            update_metric,
-            lambda c: (
-                welford_covariance(c.welford).astype(dtype),
-                welford_init(dim, dense, dtype),
-            ),
-            lambda c: (c.inverse_mass_matrix, c.welford),
-            carry,
-        )
-        step_size = find_reasonable_step_size(
-            key_heuristic, carry.state, logdensity_fn, imm, carry.step_size
-        )
-        return WarmupState(carry.state, step_size, imm, da.init(step_size), welford)
-
-    carry = jax.lax.cond(restart, restart_adaptation, lambda c: c, warmup_state)
-    state, kernel_info = kernel(key_kernel, carry.state, carry.step_size, carry.inverse_mass_matrix)
-    da_state = da.update(carry.dual_averaging, kernel_info.acceptance_rate)
-    welford = jax.lax.cond(
-        slow, lambda w: welford_update(w, state.position), lambda w: w, carry.welford
+    carry = jax.lax.cond(
+        restart,
+        lambda c: warmup_restart(
+            key_heuristic, c, update_metric, logdensity_fn, target_accept=target_accept
+        ),
+        lambda c: c,
+        warmup_state,
     )
-    new_carry = WarmupState(
+    state, kernel_info = kernel(key_kernel, carry.state, carry.step_size, carry.inverse_mass_matrix)
+    new_carry = warmup_update(
+        carry, state, kernel_info.acceptance_rate, slow, target_accept=target_accept
+    )
+    return new_carry, WarmupInfo(carry.step_size, kernel_info)
+
+
+def warmup_restart(
+    key: Array,
+    warmup_state: WarmupState,
+    update_metric: Array,
+    logdensity_fn: Callable[[Array], Array],
+    target_accept: float = 0.8,
+) -> WarmupState:
+    """Start a new adaptation window: metric from the last window (if ``update_metric``), the
+    step-size heuristic, and a fresh dual averaging with ``mu = log(10 ε)``."""
+    carry = warmup_state
+    dtype = carry.state.position.dtype
+    dim = carry.state.position.shape[0]
+    dense = carry.inverse_mass_matrix.ndim == 2
+    imm, welford = jax.lax.cond(
+        update_metric,
+        lambda c: (welford_covariance(c.welford).astype(dtype), welford_init(dim, dense, dtype)),
+        lambda c: (c.inverse_mass_matrix, c.welford),
+        carry,
+    )
+    step_size = find_reasonable_step_size(key, carry.state, logdensity_fn, imm, carry.step_size)
+    da = dual_averaging(target_accept=target_accept)
+    return WarmupState(carry.state, step_size, imm, da.init(step_size), welford)
+
+
+def warmup_update(
+    warmup_state: WarmupState,
+    state: Any,
+    acceptance_rate: Array,
+    slow: Array,
+    target_accept: float = 0.8,
+) -> WarmupState:
+    """After a kernel step: dual averaging takes the acceptance statistic and, in a slow window,
+    the new position feeds the Welford estimator."""
+    da = dual_averaging(target_accept=target_accept)
+    da_state = da.update(warmup_state.dual_averaging, acceptance_rate)
+    welford = jax.lax.cond(
+        slow, lambda w: welford_update(w, state.position), lambda w: w, warmup_state.welford
+    )
+    return WarmupState(
         state=state,
-        step_size=jnp.exp(da_state.log_step_size).astype(carry.step_size.dtype),
-        inverse_mass_matrix=carry.inverse_mass_matrix,
+        step_size=jnp.exp(da_state.log_step_size).astype(warmup_state.step_size.dtype),
+        inverse_mass_matrix=warmup_state.inverse_mass_matrix,
         dual_averaging=da_state,
         welford=welford,
     )
-    return new_carry, WarmupInfo(carry.step_size, kernel_info)
 
 
 def warmup_final(warmup_state: WarmupState) -> tuple[Any, Array, Array]:

@@ -44,10 +44,12 @@ from ppl.density import FunctionLogDensity, LogDensity
 from ppl.infer import hmc, nuts
 from ppl.infer.adaptation import (
     WarmupState,
+    dual_averaging,
     stan_window_schedule,
     warmup_final,
     warmup_init,
-    warmup_step,
+    warmup_restart,
+    warmup_update,
 )
 
 __all__ = ["HMC", "MCMC", "NUTS"]
@@ -186,12 +188,20 @@ class HMC(_Kernel):
 
 
 class SamplingState(NamedTuple):
-    """Per-chain state between sampling chunks."""
+    """A chain's sampler state after a run (what sampling continues from)."""
 
     state: hmc.HMCState
     step_size: jax.Array  # ()
     inverse_mass_matrix: jax.Array  # (dim,) or (dim, dim)
-    num_divergent: jax.Array  # () int, divergences so far in this phase
+    num_divergent: jax.Array  # () int, divergent transitions while sampling
+
+
+class ChainCarry(NamedTuple):
+    """Per-chain state carried between chunks of iterations."""
+
+    warmup: WarmupState  # frozen once warmup is over
+    num_divergent_warmup: jax.Array  # () int
+    num_divergent: jax.Array  # () int, while sampling
 
 
 class Draws(NamedTuple):
@@ -207,7 +217,13 @@ class Draws(NamedTuple):
 
 
 class _Program:
-    """The compiled per-chain functions for one (log-density layout, settings)."""
+    """The per-chain functions for one (log-density layout, settings).
+
+    Iterations are numbered globally: ``0 .. num_warmup - 1`` warm up,
+    ``num_warmup ..`` sample (``num_samples * thinning`` of them). One function,
+    :meth:`advance`, runs any range of them, so the kernel is compiled once for
+    warmup and sampling; iteration ``i`` uses the key ``fold_in(chain_key, i)``.
+    """
 
     def __init__(self, template: LogDensity, kernel: _Kernel, mcmc: MCMC):
         self.template = template
@@ -215,55 +231,28 @@ class _Program:
         self.num_warmup = mcmc.num_warmup
         self.num_samples = mcmc.num_samples
         self.thinning = mcmc.thinning
-        schedule = stan_window_schedule(self.num_warmup) if self.num_warmup else None
-        self.schedule = None
-        if schedule is not None:
-            self.schedule = tuple(
-                jnp.asarray(a) for a in (schedule.restart, schedule.update_metric, schedule.slow)
-            )
+        total = self.num_warmup + self.num_samples * self.thinning
+        flags = np.zeros((3, total), bool)
+        if self.num_warmup:
+            schedule = stan_window_schedule(self.num_warmup)
+            flags[0, : self.num_warmup] = schedule.restart
+            flags[1, : self.num_warmup] = schedule.update_metric
+            flags[2, : self.num_warmup] = schedule.slow
+        self.schedule = jnp.asarray(flags)
 
     def _logdensity(self, data):
         return self.template.with_data_tree(data)
 
-    def init(self, position, data) -> tuple[WarmupState, jax.Array]:
-        ld = self._logdensity(data)
+    def init(self, position, data) -> ChainCarry:
         wstate = warmup_init(
             position,
-            ld,
+            self._logdensity(data),
             dense_mass=self.kernel.dense_mass,
             initial_step_size=self.kernel.step_size,
             target_accept=self.kernel.target_accept_prob,
         )
-        return wstate, jnp.zeros((), jnp.int32)
-
-    def warmup(self, key, carry, data, start, n):
-        ld = self._logdensity(data)
-        step = self.kernel.step_fn(ld)
-        key = jax.random.fold_in(key, 1)
-
-        def body(i, c):
-            wstate, divergent = c
-            restart, update_metric, slow = (a[i] for a in self.schedule)
-            wstate, info = warmup_step(
-                jax.random.fold_in(key, i),
-                wstate,
-                restart,
-                update_metric,
-                slow,
-                ld,
-                step,
-                target_accept=self.kernel.target_accept_prob,
-            )
-            return wstate, divergent + info.kernel_info.diverging.astype(jnp.int32)
-
-        return jax.lax.fori_loop(start, start + n, body, carry)
-
-    def start_sampling(self, wstate: WarmupState) -> SamplingState:
-        if self.num_warmup == 0:
-            state, step_size, imm = wstate.state, wstate.step_size, wstate.inverse_mass_matrix
-        else:
-            state, step_size, imm = warmup_final(wstate)
-        return SamplingState(state, step_size, imm, jnp.zeros((), jnp.int32))
+        zero = jnp.zeros((), jnp.int32)
+        return ChainCarry(wstate, zero, zero)
 
     def empty_draws(self, position) -> Draws:
         n = self.num_samples
@@ -278,18 +267,42 @@ class _Program:
             num_steps=jnp.zeros(n, jnp.int32),
         )
 
-    def sample(self, key, carry: SamplingState, draws: Draws, data, start, n):
+    def advance(self, key, carry: ChainCarry, draws: Draws, data, start, n):
+        """Run iterations ``start .. start + n - 1``."""
         ld = self._logdensity(data)
         step = self.kernel.step_fn(ld)
-        key = jax.random.fold_in(key, 2)
+        target = self.kernel.target_accept_prob
+        da = dual_averaging(target_accept=target)
 
         def body(i, c):
-            s, d = c
-            state, info = step(
-                jax.random.fold_in(key, i), s.state, s.step_size, s.inverse_mass_matrix
+            carry, draws = c
+            key_i = jax.random.fold_in(key, i)
+            key_step, key_restart = jax.random.split(key_i)
+            restart, update_metric, slow = self.schedule[:, i]
+            in_warmup = i < self.num_warmup
+            w = jax.lax.cond(
+                restart,
+                lambda w: warmup_restart(key_restart, w, update_metric, ld, target_accept=target),
+                lambda w: w,
+                carry.warmup,
             )
-            j = i // self.thinning
-            record = Draws(
+            # while sampling the warmup state is frozen: its averaged step size is the one used
+            step_size = jnp.where(
+                in_warmup, w.step_size, da.final(w.dual_averaging).astype(w.step_size.dtype)
+            )
+            state, info = step(key_step, w.state, step_size, w.inverse_mass_matrix)
+            diverging = info.diverging.astype(jnp.int32)
+
+            w = jax.lax.cond(
+                in_warmup,
+                lambda w: warmup_update(w, state, info.acceptance_rate, slow, target),
+                lambda w: w._replace(state=state),
+                w,
+            )
+            # written every iteration (in place): warmup iterations write row 0, which the
+            # first kept draw overwrites; keeping the buffers out of the cond avoids copies
+            j = jnp.maximum(i - self.num_warmup, 0) // self.thinning
+            row = Draws(
                 position=state.position,
                 log_density=state.log_density,
                 acceptance_rate=info.acceptance_rate,
@@ -298,16 +311,21 @@ class _Program:
                 tree_depth=getattr(info, "tree_depth", jnp.zeros((), jnp.int32)),
                 num_steps=info.num_steps,
             )
-            d = jax.tree.map(lambda buf, x: buf.at[j].set(x.astype(buf.dtype)), d, record)
-            s = SamplingState(
-                state,
-                s.step_size,
-                s.inverse_mass_matrix,
-                s.num_divergent + info.diverging.astype(jnp.int32),
+            draws = jax.tree.map(lambda buf, x: buf.at[j].set(x.astype(buf.dtype)), draws, row)
+            carry = ChainCarry(
+                w,
+                carry.num_divergent_warmup + jnp.where(in_warmup, diverging, 0),
+                carry.num_divergent + jnp.where(in_warmup, 0, diverging),
             )
-            return s, d
+            return carry, draws
 
         return jax.lax.fori_loop(start, start + n, body, (carry, draws))
+
+    def finish(self, carry: ChainCarry) -> SamplingState:
+        state, step_size, imm = warmup_final(carry.warmup)
+        if self.num_warmup == 0:
+            step_size = carry.warmup.step_size
+        return SamplingState(state, step_size, imm, carry.num_divergent)
 
 
 # ---------------------------------------------------------------------- driver
@@ -433,12 +451,11 @@ class MCMC:
 
         return {
             "init": jax.jit(batch(program.init, (0, None))),
-            "warmup": jax.jit(batch(program.warmup, (0, 0, None, None, None)), donate_argnums=1),
-            "start_sampling": jax.jit(batch(program.start_sampling, (0,))),
             "empty_draws": jax.jit(batch(program.empty_draws, (0,))),
-            "sample": jax.jit(
-                batch(program.sample, (0, 0, 0, None, None, None)), donate_argnums=(1, 2)
+            "advance": jax.jit(
+                batch(program.advance, (0, 0, 0, None, None, None)), donate_argnums=(1, 2)
             ),
+            "finish": jax.jit(batch(program.finish, (0,))),
         }
 
     def _chunks(self, total: int) -> list[int]:
@@ -495,28 +512,26 @@ class MCMC:
         self.run_time_ = time.perf_counter() - started
 
     def _run_chains(self, fns, data, keys, positions, label: str):
+        num_iterations = self.num_samples * self.thinning
         bar = _Progress(
-            self.num_warmup + self.num_samples * self.thinning,
+            self.num_warmup + num_iterations,
             enabled=self.progress_bar,
             label=label,
             chains=1 if self.chain_method == "sequential" else self.num_chains,
         )
         with bar:
             carry = fns["init"](positions, data)
-            start = 0
-            for n in self._chunks(self.num_warmup):
-                carry = fns["warmup"](keys, carry, data, jnp.int32(start), jnp.int32(n))
-                start += n
-                bar.update(n, "warmup", carry[1])
-            state = fns["start_sampling"](carry[0])
             draws = fns["empty_draws"](positions)
             start = 0
-            for n in self._chunks(self.num_samples * self.thinning):
-                state, draws = fns["sample"](
-                    keys, state, draws, data, jnp.int32(start), jnp.int32(n)
-                )
-                start += n
-                bar.update(n, "sampling", state.num_divergent)
+            for phase, total in (("warmup", self.num_warmup), ("sampling", num_iterations)):
+                for n in self._chunks(total):
+                    carry, draws = fns["advance"](
+                        keys, carry, draws, data, jnp.int32(start), jnp.int32(n)
+                    )
+                    start += n
+                    divergent = carry.num_divergent_warmup if phase == "warmup" else None
+                    bar.update(n, phase, carry.num_divergent if divergent is None else divergent)
+            state = fns["finish"](carry)
         return state, draws
 
     # ------------------------------------------------------------------ results

@@ -185,7 +185,7 @@ def test_second_run_with_new_data_reuses_the_compiled_program():
     second = float(mcmc.get_samples()["mu"].mean())
     assert len(mcmc._programs) == 1
     fns = next(iter(mcmc._programs.values()))
-    for name in ("init", "warmup", "start_sampling", "sample"):
+    for name in ("init", "empty_draws", "advance", "finish"):
         assert fns[name]._cache_size() == 1, name
     # the new data were used: the posterior mean moved from ~0 to ~10 (sd 1/sqrt(5))
     assert abs(first) < 2.0 and abs(second - 10.0) < 2.0
