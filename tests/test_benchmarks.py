@@ -284,3 +284,13 @@ def test_realistic_run_agrees_with_numpyro(tmp_path):
         assert res["min_ess_bulk"] > 400
         if res.get("max_abs_z_vs_numpyro") is not None:
             assert res["max_abs_z_vs_numpyro"] < 5.0
+
+
+def test_progress_overhead_script_runs(capsys):
+    from benchmarks import progress_overhead
+
+    result = progress_overhead.main(
+        ["--repeats", "1", "--chains", "2", "--warmup", "20", "--draws", "20"]
+    )
+    assert result["ratio"] > 0
+    assert "ratio on/off" in capsys.readouterr().out
