@@ -475,11 +475,11 @@ class FunctionLogDensity(LogDensity):
 # ---------------------------------------------------------------------- handlers
 
 
-class _Unconstrain(Messenger):
-    """Set latent sites from unconstrained values, recording the log-Jacobian."""
+class _LatentSetter(Messenger):
+    """Base of the handlers that set latent sites: plates and params keep their prototype
+    values, unknown latent sites are refused, and :meth:`set_latent` fills in the rest."""
 
-    def __init__(self, unconstrained: dict, fixed: dict, sites: dict):
-        self.unconstrained = unconstrained
+    def __init__(self, fixed: dict, sites: dict):
         self.fixed = fixed
         self.sites = sites
         super().__init__()
@@ -492,9 +492,23 @@ class _Unconstrain(Messenger):
             return
         if msg["type"] != "sample" or msg["is_observed"]:
             return
-        if name not in self.unconstrained:
+        if name not in self.sites or self.sites[name].kind != "latent":
             _unexpected_site(name, self.sites)
-        u = self.unconstrained[name]
+        self.set_latent(msg)
+
+    def set_latent(self, msg: dict) -> None:
+        raise NotImplementedError
+
+
+class _Unconstrain(_LatentSetter):
+    """Set latent sites from unconstrained values, recording the log-Jacobian."""
+
+    def __init__(self, unconstrained: dict, fixed: dict, sites: dict):
+        self.unconstrained = unconstrained
+        super().__init__(fixed, sites)
+
+    def set_latent(self, msg: dict) -> None:
+        u = self.unconstrained[msg["name"]]
         support = msg["fn"].support
         if _is_real(support):
             msg["value"] = u
@@ -507,8 +521,8 @@ class _Unconstrain(Messenger):
         msg["log_det"] = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(value) + event_dim)
 
 
-class _SetLatent(Messenger):
-    """Set latent sites to ``site_value(msg)`` (constrained values), plates and params fixed.
+class _SetLatent(_LatentSetter):
+    """Set latent sites to ``site_value(msg)`` (constrained values).
 
     With ``rng_key`` each latent site's message gets its own key (for random
     init strategies) before ``site_value`` is called.
@@ -522,21 +536,10 @@ class _SetLatent(Messenger):
         rng_key: jax.Array | None = None,
     ):
         self.site_value = site_value
-        self.fixed = fixed
-        self.sites = sites
         self.rng_key = rng_key
-        super().__init__()
+        super().__init__(fixed, sites)
 
-    def process_message(self, msg: dict) -> None:
-        name = msg["name"]
-        if msg["type"] in ("plate", "param"):
-            if name in self.fixed:
-                msg["value"] = self.fixed[name]
-            return
-        if msg["type"] != "sample" or msg["is_observed"]:
-            return
-        if name not in self.sites or self.sites[name].kind != "latent":
-            _unexpected_site(name, self.sites)
+    def set_latent(self, msg: dict) -> None:
         if self.rng_key is not None:
             self.rng_key, msg["kwargs"]["rng_key"] = jax.random.split(self.rng_key)
         msg["value"] = self.site_value(msg)

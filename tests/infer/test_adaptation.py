@@ -6,23 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gaussian_targets import SCALES_10, correlated_cov
 
 from ppl.infer import adaptation, hmc, nuts
-
-SCALES_10 = np.logspace(-1, 1, 10)  # 0.1 ... 10
 
 
 def _diag_gaussian(x):
     return -0.5 * jnp.sum((x / SCALES_10) ** 2)
-
-
-def _correlated_cov(dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(dim, dim))
-    cov = a @ a.T / dim + 0.2 * np.eye(dim)
-    sd = np.sqrt(np.diag(cov)) * np.linspace(0.5, 3.0, dim)
-    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
-    return corr * np.outer(sd, sd)
 
 
 def _nuts_kernel(logdensity_fn):
@@ -252,7 +242,7 @@ def test_window_adaptation_acceptance(diag_nuts_run):
 
 
 def test_window_adaptation_dense_recovers_covariance():
-    cov = _correlated_cov(5)
+    cov = correlated_cov(5)
     prec = jnp.asarray(np.linalg.inv(cov))
 
     def logdensity_fn(x):

@@ -7,56 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
 import pytest
-from arviz_stats.base import array_stats
+from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
 
 from ppl.infer import hmc, metrics
-
-SCALES_10 = np.logspace(-1, 1, 10)  # 0.1 ... 10
-
-
-def _correlated_cov(dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(dim, dim))
-    cov = a @ a.T / dim + 0.2 * np.eye(dim)
-    sd = np.sqrt(np.diag(cov)) * np.linspace(0.5, 3.0, dim)  # unequal scales as well
-    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
-    return corr * np.outer(sd, sd)
-
-
-def _gaussian(cov: np.ndarray):
-    prec = jnp.asarray(np.linalg.inv(cov))
-    return lambda x: -0.5 * x @ (prec @ x)
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def assert_expectations(values: np.ndarray, expected: np.ndarray, num_mcse: float = 5.0):
-    """Check Monte Carlo averages of (chain, draw, k) values against their expectations.
-
-    Tolerance: ``num_mcse`` Monte Carlo standard errors per component, estimated by arviz-stats
-    from the chains' autocorrelations (effective sample size of each component).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    mcse = array_stats.mcse(values, chain_axis=0, draw_axis=1, method="mean")
-    err = values.mean(axis=(0, 1)) - expected
-    assert np.all(np.abs(err) < num_mcse * mcse), (err, mcse)
-
-
-def assert_moments(draws: np.ndarray, mean: np.ndarray, cov: np.ndarray):
-    """Means, and variances (``cov`` 1-D) or all second central moments (``cov`` 2-D)."""
-    draws = np.asarray(draws, dtype=np.float64)
-    assert_expectations(draws, mean)
-    centred = draws - mean
-    if np.ndim(cov) == 1:
-        assert_expectations(centred**2, cov)
-    else:
-        i, j = np.triu_indices(len(mean))
-        assert_expectations(centred[..., i] * centred[..., j], cov[i, j])
-
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
@@ -66,7 +19,7 @@ def assert_moments(draws: np.ndarray, mean: np.ndarray, cov: np.ndarray):
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("dense", [False, True])
 def test_momentum_covariance_is_mass_matrix(dense):
-    cov = _correlated_cov(3)
+    cov = correlated_cov(3)
     imm = jnp.asarray(cov if dense else np.diag(cov))
     keys = jax.random.split(jax.random.key(0), 40_000)
     p = jax.vmap(lambda k: metrics.sample_momentum(k, jnp.zeros(3), imm))(keys)
@@ -111,8 +64,8 @@ def _integrate(logdensity_fn, imm, q0, p0, step_size, num_steps):
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("dense", [False, True])
 def test_leapfrog_energy_error_is_second_order(dense):
-    cov = _correlated_cov(4)
-    logdensity_fn = _gaussian(cov)
+    cov = correlated_cov(4)
+    logdensity_fn = gaussian(cov)
     imm = jnp.asarray(cov if dense else np.diag(cov))
     q0 = jnp.asarray([1.0, -0.5, 0.3, 2.0])
     p0 = jnp.asarray([0.2, 1.0, -1.0, 0.5])
@@ -128,8 +81,8 @@ def test_leapfrog_energy_error_is_second_order(dense):
 
 @pytest.mark.usefixtures("x64")
 def test_leapfrog_is_reversible():
-    logdensity_fn = _gaussian(_correlated_cov(3))
-    imm = jnp.asarray(_correlated_cov(3, seed=1))
+    logdensity_fn = gaussian(correlated_cov(3))
+    imm = jnp.asarray(correlated_cov(3, seed=1))
     q0 = jnp.asarray([0.3, -1.0, 2.0])
     p0 = jnp.asarray([1.0, 0.5, -0.7])
     z, _ = _integrate(logdensity_fn, imm, q0, p0, 0.1, 25)
@@ -195,9 +148,9 @@ def test_hmc_diagonal_gaussian_scales(with_metric):
 
 
 def test_hmc_correlated_gaussian_dense_metric():
-    cov = _correlated_cov(5)
+    cov = correlated_cov(5)
     draws, info = run_hmc(
-        _gaussian(cov), 5, 0.5, jnp.asarray(cov), 2000, trajectory_length=2.0, jitter=True
+        gaussian(cov), 5, 0.5, jnp.asarray(cov), 2000, trajectory_length=2.0, jitter=True
     )
     assert_moments(draws, np.zeros(5), cov)  # all of E[x_i x_j], off-diagonal included
     assert float(info.acceptance_rate.mean()) > 0.7

@@ -7,31 +7,10 @@ import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
 import pytest
 from arviz_stats.base import array_stats
+from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
 from scipy import stats
 
 from ppl.infer import hmc, nuts
-
-SCALES_10 = np.logspace(-1, 1, 10)  # 0.1 ... 10
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _correlated_cov(dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(dim, dim))
-    cov = a @ a.T / dim + 0.2 * np.eye(dim)
-    sd = np.sqrt(np.diag(cov)) * np.linspace(0.5, 3.0, dim)
-    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
-    return corr * np.outer(sd, sd)
-
-
-def _gaussian(cov: np.ndarray):
-    prec = jnp.asarray(np.linalg.inv(cov))
-    return lambda x: -0.5 * x @ (prec @ x)
 
 
 def _funnel(x):
@@ -41,30 +20,6 @@ def _funnel(x):
         - 0.5 * jnp.sum(x[1:] ** 2) * jnp.exp(-x[0])
         - 0.5 * (x.shape[0] - 1) * x[0]
     )
-
-
-def assert_expectations(values: np.ndarray, expected: np.ndarray, num_mcse: float = 5.0):
-    """Check Monte Carlo averages of (chain, draw, k) values against their expectations.
-
-    Tolerance: ``num_mcse`` Monte Carlo standard errors per component, estimated by arviz-stats
-    from the chains' autocorrelations (effective sample size of each component).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    mcse = array_stats.mcse(values, chain_axis=0, draw_axis=1, method="mean")
-    err = values.mean(axis=(0, 1)) - expected
-    assert np.all(np.abs(err) < num_mcse * mcse), (err, mcse)
-
-
-def assert_moments(draws: np.ndarray, mean: np.ndarray, cov: np.ndarray):
-    """Means, and variances (``cov`` 1-D) or all second central moments (``cov`` 2-D)."""
-    draws = np.asarray(draws, dtype=np.float64)
-    assert_expectations(draws, mean)
-    centred = draws - mean
-    if np.ndim(cov) == 1:
-        assert_expectations(centred**2, cov)
-    else:
-        i, j = np.triu_indices(len(mean))
-        assert_expectations(centred[..., i] * centred[..., j], cov[i, j])
 
 
 def run_nuts(logdensity_fn, dim, step_size, imm, num_draws, num_chains=4, seed=0, **kwargs):
@@ -200,11 +155,11 @@ class StanReference:
 REFERENCE_CASES = {
     # name: (logdensity_fn, dim, inverse mass matrix, step sizes, scale of the initial point)
     "iid-50": (lambda x: -0.5 * jnp.sum(x**2), 50, np.ones(50), (0.3, 0.6), 1.0),
-    "correlated-5-dense": (_gaussian(_correlated_cov(5)), 5, _correlated_cov(5), (0.2, 1.0), 2.0),
+    "correlated-5-dense": (gaussian(correlated_cov(5)), 5, correlated_cov(5), (0.2, 1.0), 2.0),
     "correlated-5-diag": (
-        _gaussian(_correlated_cov(5)),
+        gaussian(correlated_cov(5)),
         5,
-        np.diag(_correlated_cov(5)),
+        np.diag(correlated_cov(5)),
         (0.05, 0.4),
         2.0,
     ),
@@ -260,7 +215,7 @@ def test_trajectory_matches_stan_recursive_reference(case):
 def test_draw_distribution_matches_stan_reference(step_size):
     """Over many leaf/top-level draws for a fixed trajectory, each state is drawn with the
     probability Stan's recursive sampler gives it (chi-square goodness of fit)."""
-    logdensity_fn = _gaussian(np.diag([1.0, 100.0]))
+    logdensity_fn = gaussian(np.diag([1.0, 100.0]))
     q0, p0 = np.array([0.5, -3.0]), np.array([0.4, 0.1])
     forward = np.array([True, False, False, True, True, False, True, False, True, False])
     reference = StanReference(logdensity_fn, np.ones(2), step_size)
@@ -304,8 +259,8 @@ def test_draw_distribution_matches_stan_reference(step_size):
 
 
 def test_tree_depth_and_num_steps_are_consistent():
-    cov = _correlated_cov(5)
-    _, info = run_nuts(_gaussian(cov), 5, 0.3, jnp.ones(5), 300)
+    cov = correlated_cov(5)
+    _, info = run_nuts(gaussian(cov), 5, 0.3, jnp.ones(5), 300)
     depth = np.asarray(info.tree_depth)
     steps = np.asarray(info.num_steps)
     # Completed doublings give 2**depth - 1 steps; a rejected last subtree adds 1..2**depth.
@@ -396,8 +351,8 @@ def test_diagonal_gaussian_scales(with_metric):
 
 @pytest.mark.parametrize("dim", [2, 5])
 def test_correlated_gaussian_dense_metric(dim):
-    cov = _correlated_cov(dim)
-    draws, info = run_nuts(_gaussian(cov), dim, 0.7, jnp.asarray(cov), 2000)
+    cov = correlated_cov(dim)
+    draws, info = run_nuts(gaussian(cov), dim, 0.7, jnp.asarray(cov), 2000)
     assert_moments(draws, np.zeros(dim), cov)
     assert float(np.mean(info.acceptance_rate)) > 0.7
 
@@ -434,7 +389,7 @@ def test_agrees_with_blackjax(name, step_size):
         cov = np.diag(SCALES_10**2)
     else:
         cov = np.array([[1.0, 0.9], [0.9, 1.0]])
-        ld, dim, imm = _gaussian(cov), 2, np.ones(2)
+        ld, dim, imm = gaussian(cov), 2, np.ones(2)
     draws, info = run_nuts(ld, dim, step_size, jnp.asarray(imm), 2000)
     bj_draws, bj_steps = run_blackjax(ld, dim, step_size, jnp.asarray(imm), 2000)
     # Gradient evaluations per draw: BlackJAX checks the U-turn with rho minus half the end
