@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from ppl.infer.adaptation import (
 __all__ = ["HMC", "MCMC", "NUTS"]
 
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
+_UPDATE_SECONDS = 0.5  # target time between progress-bar updates
 
 
 # ---------------------------------------------------------------------- kernels
@@ -346,7 +346,7 @@ class MCMC:
         progress_bar: show the phase, iterations per second and divergences,
             updated from the host between chunks of iterations.
         chunk_size: iterations per compiled chunk when the progress bar is on
-            (default: about 20 updates per phase, at least 50 iterations each).
+            (default: sized on the fly for an update about every half second).
     """
 
     def __init__(
@@ -458,16 +458,22 @@ class MCMC:
             "finish": jax.jit(batch(program.finish, (0,))),
         }
 
-    def _chunks(self, total: int) -> list[int]:
-        if total == 0:
-            return []
-        if not self.progress_bar:
-            return [total]
-        size = self.chunk_size or max(50, math.ceil(total / 20))
-        sizes = [size] * (total // size)
-        if total % size:
-            sizes.append(total % size)
-        return sizes
+    def _chunks(self, total: int):
+        """Chunk sizes for one phase; the caller sends the seconds each chunk took.
+
+        Without a progress bar the phase is one chunk. With one, ``chunk_size``
+        fixes the size; by default the first chunk is short and later chunks
+        are sized to take about ``_UPDATE_SECONDS`` each, so the host syncs a
+        handful of times per phase however fast the sampler is.
+        """
+        done = 0
+        size = total if not self.progress_bar else (self.chunk_size or min(total, 20))
+        while done < total:
+            n = max(1, min(size, total - done))
+            elapsed = yield n
+            done += n
+            if self.progress_bar and not self.chunk_size and elapsed:
+                size = int(n * _UPDATE_SECONDS / max(elapsed, 1e-4))
 
     def _shard(self, *arrays):
         """Place chain-batched arrays on a device mesh along the chain axis."""
@@ -524,13 +530,20 @@ class MCMC:
             draws = fns["empty_draws"](positions)
             start = 0
             for phase, total in (("warmup", self.num_warmup), ("sampling", num_iterations)):
-                for n in self._chunks(total):
+                chunks = self._chunks(total)
+                n = next(chunks, None)
+                while n is not None:
+                    began = time.perf_counter()
                     carry, draws = fns["advance"](
                         keys, carry, draws, data, jnp.int32(start), jnp.int32(n)
                     )
                     start += n
                     divergent = carry.num_divergent_warmup if phase == "warmup" else None
                     bar.update(n, phase, carry.num_divergent if divergent is None else divergent)
+                    try:
+                        n = chunks.send(time.perf_counter() - began)
+                    except StopIteration:
+                        n = None
             state = fns["finish"](carry)
         return state, draws
 
