@@ -294,3 +294,11 @@ def test_progress_overhead_script_runs(capsys):
     )
     assert result["ratio"] > 0
     assert "ratio on/off" in capsys.readouterr().out
+
+
+def test_nuts_step_script_runs(capsys):
+    from benchmarks import nuts_step
+
+    result = nuts_step.main(["--dim", "5", "--chains", "2", "--draws", "20", "--repeats", "1"])
+    assert result["ppl"] > 0
+    assert "us per leapfrog step" in capsys.readouterr().out
