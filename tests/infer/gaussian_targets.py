@@ -1,5 +1,6 @@
 """Shared test helpers for the kernels: Gaussian targets and MCSE-based moment checks."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
@@ -46,3 +47,23 @@ def assert_moments(draws: np.ndarray, mean: np.ndarray, cov: np.ndarray):
     else:
         i, j = np.triu_indices(len(mean))
         assert_expectations(centred[..., i] * centred[..., j], cov[i, j])
+
+
+def run_kernel(kernel, logdensity_fn, dim, step_size, imm, num_draws, num_chains=4, seed=0, **kw):
+    """``num_chains`` vmapped chains of ``num_draws`` draws of ``kernel`` (the ``hmc`` or
+    ``nuts`` module, or anything with ``init`` and ``step``); returns (draws, info)."""
+
+    def one_chain(key, position):
+        state = kernel.init(position, logdensity_fn)
+
+        def body(state, key):
+            state, info = kernel.step(key, state, logdensity_fn, step_size, imm, **kw)
+            return state, (state.position, info)
+
+        return jax.lax.scan(body, state, jax.random.split(key, num_draws))[1]
+
+    key_init, key_run = jax.random.split(jax.random.key(seed))
+    positions = jax.random.normal(key_init, (num_chains, dim))
+    keys = jax.random.split(key_run, num_chains)
+    draws, info = jax.jit(jax.vmap(one_chain))(keys, positions)
+    return np.asarray(draws), info

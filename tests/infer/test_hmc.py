@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
 import pytest
-from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
+from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian, run_kernel
 
 from ppl.infer import hmc, metrics
 
@@ -106,21 +106,9 @@ def test_init_rejects_non_flat_position():
 
 def run_hmc(logdensity_fn, dim, step_size, imm, num_draws, num_chains=4, seed=0, **kwargs):
     """``num_chains`` vmapped chains of ``num_draws`` HMC draws; returns (draws, info)."""
-
-    def one_chain(key, position):
-        state = hmc.init(position, logdensity_fn)
-
-        def body(state, key):
-            state, info = hmc.step(key, state, logdensity_fn, step_size, imm, **kwargs)
-            return state, (state.position, info)
-
-        return jax.lax.scan(body, state, jax.random.split(key, num_draws))[1]
-
-    key_init, key_run = jax.random.split(jax.random.key(seed))
-    positions = jax.random.normal(key_init, (num_chains, dim))
-    keys = jax.random.split(key_run, num_chains)
-    draws, info = jax.jit(jax.vmap(one_chain))(keys, positions)
-    return np.asarray(draws), info
+    return run_kernel(
+        hmc, logdensity_fn, dim, step_size, imm, num_draws, num_chains, seed, **kwargs
+    )
 
 
 def test_hmc_standard_normal_1d():
