@@ -60,12 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     mcmc.run(jax.random.PRNGKey(args.seed), **module.load_data())
     print(f"{args.model}: {args.chains} chains x ({args.warmup} warmup + {args.draws} draws), NUTS")
-    tree = mcmc.to_datatree(dims=module.dims, coords=module.coords)
-    import arviz_stats
-
-    print(arviz_stats.summary(tree).to_string())
-    divergences = int(mcmc.get_sample_stats()["diverging"].sum())
-    print(f"divergences: {divergences}")
+    mcmc.print_summary(dims=module.dims, coords=module.coords)
     return 0
 
 

@@ -458,22 +458,23 @@ class MCMC:
             "finish": jax.jit(batch(program.finish, (0,))),
         }
 
-    def _chunks(self, total: int):
-        """Chunk sizes for one phase; the caller sends the seconds each chunk took.
+    def _next_chunk(self, previous: int, elapsed: float, remaining: int) -> int:
+        """Iterations in the next chunk of a phase (``previous`` 0 before the first one).
 
         Without a progress bar the phase is one chunk. With one, ``chunk_size``
         fixes the size; by default the first chunk is short and later chunks
         are sized to take about ``_UPDATE_SECONDS`` each, so the host syncs a
         handful of times per phase however fast the sampler is.
         """
-        done = 0
-        size = total if not self.progress_bar else (self.chunk_size or min(total, 20))
-        while done < total:
-            n = max(1, min(size, total - done))
-            elapsed = yield n
-            done += n
-            if self.progress_bar and not self.chunk_size and elapsed:
-                size = int(n * _UPDATE_SECONDS / max(elapsed, 1e-4))
+        if not self.progress_bar:
+            size = remaining
+        elif self.chunk_size:
+            size = self.chunk_size
+        elif not previous:
+            size = 20
+        else:
+            size = int(previous * _UPDATE_SECONDS / max(elapsed, 1e-4))
+        return max(1, min(size, remaining))
 
     def _shard(self, *arrays):
         """Place chain-batched arrays on a device mesh along the chain axis."""
@@ -503,7 +504,6 @@ class MCMC:
         positions = self._initial_positions(key_init, ld, init_params)
         chain_keys = jax.random.split(key_chains, self.num_chains)
         fns, data = self._program(ld)
-        started = time.perf_counter()
         if self.chain_method == "sequential":
             results = [
                 self._run_chains(fns, data, chain_keys[c], positions[c], f"chain {c + 1} ")
@@ -515,7 +515,6 @@ class MCMC:
             last, draws = self._run_chains(fns, data, chain_keys, positions, "")
         self._last, self._draws = jax.block_until_ready((last, draws))
         self.logdensity_ = ld
-        self.run_time_ = time.perf_counter() - started
 
     def _run_chains(self, fns, data, keys, positions, label: str):
         num_iterations = self.num_samples * self.thinning
@@ -530,20 +529,19 @@ class MCMC:
             draws = fns["empty_draws"](positions)
             start = 0
             for phase, total in (("warmup", self.num_warmup), ("sampling", num_iterations)):
-                chunks = self._chunks(total)
-                n = next(chunks, None)
-                while n is not None:
+                end, n, elapsed = start + total, 0, 0.0
+                while start < end:
+                    n = self._next_chunk(n, elapsed, end - start)
                     began = time.perf_counter()
                     carry, draws = fns["advance"](
                         keys, carry, draws, data, jnp.int32(start), jnp.int32(n)
                     )
                     start += n
-                    divergent = carry.num_divergent_warmup if phase == "warmup" else None
-                    bar.update(n, phase, carry.num_divergent if divergent is None else divergent)
-                    try:
-                        n = chunks.send(time.perf_counter() - began)
-                    except StopIteration:
-                        n = None
+                    divergent = (
+                        carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
+                    )
+                    bar.update(n, phase, divergent)  # reads the count: waits for the chunk
+                    elapsed = time.perf_counter() - began
             state = fns["finish"](carry)
         return state, draws
 
@@ -608,11 +606,18 @@ class MCMC:
 
         return mcmc_to_datatree(self, dims=dims, coords=coords)
 
-    def print_summary(self, **summary_kwargs: Any) -> None:
-        """Print ArviZ's summary table (mean, sd, interval, ESS, R-hat, MCSE) and divergences."""
+    def print_summary(
+        self, dims: dict | None = None, coords: dict | None = None, **summary_kwargs: Any
+    ) -> None:
+        """Print ArviZ's summary table (mean, sd, interval, ESS, R-hat, MCSE) and divergences.
+
+        ``dims`` and ``coords`` label the table as in :meth:`to_datatree`; other keyword
+        arguments go to ``arviz_stats.summary``.
+        """
         import arviz_stats
 
-        print(arviz_stats.summary(self.to_datatree(), **summary_kwargs).to_string())
+        tree = self.to_datatree(dims=dims, coords=coords)
+        print(arviz_stats.summary(tree, **summary_kwargs).to_string())
         divergences = int(self.get_sample_stats()["diverging"].sum())
         print(f"Number of divergences: {divergences}")
 
