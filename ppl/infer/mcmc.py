@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import jax
@@ -42,7 +44,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ppl.density import FunctionLogDensity, LogDensity
 from ppl.infer import hmc, nuts
 from ppl.infer.adaptation import (
-    WarmupState,
     dual_averaging,
     stan_window_schedule,
     warmup_final,
@@ -50,10 +51,21 @@ from ppl.infer.adaptation import (
     warmup_restart,
     warmup_update,
 )
+from ppl.infer.grad_adaptation import (
+    LowRankSettings,
+    buffer_size,
+    grad_warmup_after,
+    grad_warmup_before,
+    grad_warmup_final,
+    grad_warmup_init,
+    grad_window_schedule,
+)
 
 __all__ = ["HMC", "MCMC", "NUTS"]
 
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
+ADAPTATIONS = ("nutpie", "stan")
+METRICS = ("diag", "low_rank", "dense")
 _UPDATE_SECONDS = 0.5  # target time between progress-bar updates
 
 
@@ -70,6 +82,9 @@ class _Kernel:
         logdensity_fn: Callable | None = None,
         step_size: float = 1.0,
         dense_mass: bool = False,
+        metric: str | None = None,
+        adaptation: str = "nutpie",
+        low_rank: LowRankSettings | None = None,
         target_accept_prob: float = 0.8,
         init_strategy: str | dict = "uniform",
     ):
@@ -84,16 +99,43 @@ class _Kernel:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob}")
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
+        if metric is None:
+            metric = "dense" if dense_mass else "diag"
+        elif dense_mass and metric != "dense":
+            raise ValueError(f"dense_mass=True contradicts metric={metric!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if adaptation not in ADAPTATIONS:
+            raise ValueError(f"adaptation must be one of {ADAPTATIONS}, got {adaptation!r}")
+        if metric == "low_rank" and adaptation != "nutpie":
+            raise ValueError(
+                "metric='low_rank' is estimated from draws and gradients: it needs "
+                "adaptation='nutpie'"
+            )
+        if low_rank is not None and metric != "low_rank":
+            raise ValueError("low_rank= settings apply to metric='low_rank' only")
+        if low_rank is not None and not isinstance(low_rank, LowRankSettings):
+            raise TypeError(f"low_rank must be a LowRankSettings, got {low_rank!r}")
         self.model = model
         self.logdensity_fn = logdensity_fn
         self.step_size = float(step_size)
-        self.dense_mass = bool(dense_mass)
+        self.metric = metric
+        self.dense_mass = metric == "dense"
+        self.adaptation = adaptation
+        self.low_rank = low_rank if low_rank is not None else LowRankSettings()
         self.target_accept_prob = float(target_accept_prob)
         self.init_strategy = init_strategy
 
     def settings(self) -> tuple:
         """Hashable settings that change the compiled program."""
-        return (type(self).__name__, self.step_size, self.dense_mass, self.target_accept_prob)
+        return (
+            type(self).__name__,
+            self.step_size,
+            self.metric,
+            self.adaptation,
+            self.low_rank,
+            self.target_accept_prob,
+        )
 
     def step_fn(self, logdensity_fn: Callable) -> Callable:
         """``(key, state, step_size, inverse_mass_matrix) -> (state, info)``."""
@@ -101,7 +143,7 @@ class _Kernel:
 
 
 class NUTS(_Kernel):
-    """The No-U-Turn Sampler (Stan's multinomial variant) with Stan's windowed warmup.
+    """The No-U-Turn Sampler (Stan's multinomial variant) with gradient-based warmup.
 
     Args:
         model: a model function or a :class:`ppl.LogDensity` (e.g. from
@@ -110,7 +152,15 @@ class NUTS(_Kernel):
             density``; give ``init_params`` to :meth:`MCMC.run`.
         max_tree_depth: the most trajectory doublings per draw.
         step_size: initial step size (adapted during warmup).
-        dense_mass: adapt a dense instead of a diagonal inverse mass matrix.
+        metric: "diag" (default), "low_rank" (diagonal plus a low-rank correction for
+            correlated posteriors; nutpie's) or "dense".
+        dense_mass: ``True`` is the same as ``metric="dense"``.
+        adaptation: "nutpie" (default: the metric from draws and their gradients, see
+            :mod:`ppl.infer.grad_adaptation`) or "stan" (Stan's windowed warmup, the
+            metric from the draws' (co)variance). With "nutpie", "dense" is the low-rank
+            estimator at full rank.
+        low_rank: :class:`~ppl.infer.grad_adaptation.LowRankSettings` for
+            ``metric="low_rank"`` (rank, eigenvalue cutoff, regularization, cadence).
         target_accept_prob: dual-averaging target of the acceptance statistic.
         init_strategy: "uniform", "median", "prior" or a dict of initial values.
     """
@@ -192,16 +242,18 @@ class SamplingState(NamedTuple):
 
     state: hmc.HMCState
     step_size: jax.Array  # ()
-    inverse_mass_matrix: jax.Array  # (dim,) or (dim, dim)
+    inverse_mass_matrix: Any  # (dim,), (dim, dim) or a LowRankInverseMass
     num_divergent: jax.Array  # () int, divergent transitions while sampling
+    num_steps_warmup: jax.Array  # () int, gradient evaluations during warmup
 
 
 class ChainCarry(NamedTuple):
     """Per-chain state carried between chunks of iterations."""
 
-    warmup: WarmupState  # frozen once warmup is over
+    warmup: Any  # WarmupState or GradWarmupState, frozen once warmup is over
     num_divergent_warmup: jax.Array  # () int
     num_divergent: jax.Array  # () int, while sampling
+    num_steps_warmup: jax.Array  # () int, leapfrog steps (gradient evaluations) in warmup
 
 
 class Draws(NamedTuple):
@@ -214,6 +266,105 @@ class Draws(NamedTuple):
     energy: jax.Array
     tree_depth: jax.Array
     num_steps: jax.Array
+
+
+class _StanWarmup:
+    """Stan's windowed warmup (``ppl.infer.adaptation``) as per-iteration steps."""
+
+    def __init__(self, kernel: _Kernel, num_warmup: int, total: int):
+        self.kernel = kernel
+        flags = np.zeros((3, total), np.int32)
+        if num_warmup:
+            schedule = stan_window_schedule(num_warmup)
+            flags[0, :num_warmup] = schedule.restart
+            flags[1, :num_warmup] = schedule.update_metric
+            flags[2, :num_warmup] = schedule.slow
+        self.flags = flags
+
+    def init(self, position, ld):
+        return warmup_init(
+            position,
+            ld,
+            dense_mass=self.kernel.dense_mass,
+            initial_step_size=self.kernel.step_size,
+            target_accept=self.kernel.target_accept_prob,
+        )
+
+    def before(self, key, w, flags, ld):
+        restart, update_metric, _ = flags
+        target = self.kernel.target_accept_prob
+        return jax.lax.cond(
+            restart.astype(bool),
+            lambda w: warmup_restart(key, w, update_metric.astype(bool), ld, target_accept=target),
+            lambda w: w,
+            w,
+        )
+
+    def after(self, w, state, info, i, flags):
+        slow = flags[2].astype(bool)
+        return warmup_update(w, state, info.acceptance_rate, slow, self.kernel.target_accept_prob)
+
+    def final(self, w):
+        return warmup_final(w)
+
+
+class _GradWarmup:
+    """nutpie's gradient-based warmup (``ppl.infer.grad_adaptation``) as per-iteration steps."""
+
+    def __init__(self, kernel: _Kernel, num_warmup: int, total: int, dim: int):
+        self.kernel = kernel
+        if kernel.metric == "diag":
+            self.low_rank = None
+            update_every = 1
+        elif kernel.metric == "dense":  # the low-rank estimator at full rank
+            self.low_rank = kernel.low_rank._replace(rank=dim, cutoff=1.0)
+            update_every = self.low_rank.update_every
+        else:
+            self.low_rank = kernel.low_rank._replace(rank=min(kernel.low_rank.rank, dim))
+            update_every = self.low_rank.update_every
+        schedule = grad_window_schedule(num_warmup, update_every=update_every)
+        self.buffer_rows = buffer_size(schedule)
+        flags = np.zeros((5, total), np.int32)
+        flags[0, :num_warmup] = schedule.restart
+        flags[1, :num_warmup] = schedule.collect
+        flags[2, :num_warmup] = schedule.switch
+        flags[3, :num_warmup] = schedule.update
+        flags[4, :num_warmup] = schedule.fg_start
+        self.flags = flags
+
+    def init(self, position, ld):
+        return grad_warmup_init(
+            position,
+            ld,
+            initial_step_size=self.kernel.step_size,
+            target_accept=self.kernel.target_accept_prob,
+            low_rank=self.low_rank,
+            buffer_rows=self.buffer_rows,
+            dense=self.kernel.metric == "dense",
+        )
+
+    def before(self, key, w, flags, ld):
+        return grad_warmup_before(
+            key, w, flags[0].astype(bool), ld, target_accept=self.kernel.target_accept_prob
+        )
+
+    def after(self, w, state, info, i, flags):
+        return grad_warmup_after(
+            w,
+            state,
+            info,
+            i,
+            collect=flags[1].astype(bool),
+            switch=flags[2].astype(bool),
+            update=flags[3].astype(bool),
+            fg_start=flags[4],
+            target_accept=self.kernel.target_accept_prob,
+            low_rank=self.low_rank,
+            dense=self.kernel.metric == "dense",
+        )
+
+    def final(self, w):
+        return grad_warmup_final(w)
 
 
 class _Program:
@@ -232,27 +383,19 @@ class _Program:
         self.num_samples = mcmc.num_samples
         self.thinning = mcmc.thinning
         total = self.num_warmup + self.num_samples * self.thinning
-        flags = np.zeros((3, total), bool)
-        if self.num_warmup:
-            schedule = stan_window_schedule(self.num_warmup)
-            flags[0, : self.num_warmup] = schedule.restart
-            flags[1, : self.num_warmup] = schedule.update_metric
-            flags[2, : self.num_warmup] = schedule.slow
-        self.schedule = jnp.asarray(flags)
+        if kernel.adaptation == "stan":
+            self.warmup = _StanWarmup(kernel, self.num_warmup, total)
+        else:
+            self.warmup = _GradWarmup(kernel, self.num_warmup, total, template.dim)
+        self.schedule = jnp.asarray(self.warmup.flags)
 
     def _logdensity(self, data):
         return self.template.with_data_tree(data)
 
     def init(self, position, data) -> ChainCarry:
-        wstate = warmup_init(
-            position,
-            self._logdensity(data),
-            dense_mass=self.kernel.dense_mass,
-            initial_step_size=self.kernel.step_size,
-            target_accept=self.kernel.target_accept_prob,
-        )
+        wstate = self.warmup.init(position, self._logdensity(data))
         zero = jnp.zeros((), jnp.int32)
-        return ChainCarry(wstate, zero, zero)
+        return ChainCarry(wstate, zero, zero, zero)
 
     def empty_draws(self, position) -> Draws:
         n = self.num_samples
@@ -271,21 +414,16 @@ class _Program:
         """Run iterations ``start .. start + n - 1``."""
         ld = self._logdensity(data)
         step = self.kernel.step_fn(ld)
-        target = self.kernel.target_accept_prob
-        da = dual_averaging(target_accept=target)
+        da = dual_averaging(target_accept=self.kernel.target_accept_prob)
+        warmup = self.warmup
 
         def body(i, c):
             carry, draws = c
             key_i = jax.random.fold_in(key, i)
             key_step, key_restart = jax.random.split(key_i)
-            restart, update_metric, slow = self.schedule[:, i]
+            flags = self.schedule[:, i]
             in_warmup = i < self.num_warmup
-            w = jax.lax.cond(
-                restart,
-                lambda w: warmup_restart(key_restart, w, update_metric, ld, target_accept=target),
-                lambda w: w,
-                carry.warmup,
-            )
+            w = warmup.before(key_restart, carry.warmup, flags, ld)
             # while sampling the warmup state is frozen: its averaged step size is the one used
             step_size = jnp.where(
                 in_warmup, w.step_size, da.final(w.dual_averaging).astype(w.step_size.dtype)
@@ -295,7 +433,7 @@ class _Program:
 
             w = jax.lax.cond(
                 in_warmup,
-                lambda w: warmup_update(w, state, info.acceptance_rate, slow, target),
+                lambda w: warmup.after(w, state, info, i, flags),
                 lambda w: w._replace(state=state),
                 w,
             )
@@ -316,19 +454,41 @@ class _Program:
                 w,
                 carry.num_divergent_warmup + jnp.where(in_warmup, diverging, 0),
                 carry.num_divergent + jnp.where(in_warmup, 0, diverging),
+                carry.num_steps_warmup + jnp.where(in_warmup, info.num_steps, 0),
             )
             return carry, draws
 
         return jax.lax.fori_loop(start, start + n, body, (carry, draws))
 
     def finish(self, carry: ChainCarry) -> SamplingState:
-        state, step_size, imm = warmup_final(carry.warmup)
+        state, step_size, imm = self.warmup.final(carry.warmup)
         if self.num_warmup == 0:
             step_size = carry.warmup.step_size
-        return SamplingState(state, step_size, imm, carry.num_divergent)
+        return SamplingState(state, step_size, imm, carry.num_divergent, carry.num_steps_warmup)
 
 
 # ---------------------------------------------------------------------- driver
+
+
+@dataclass
+class _Segment:
+    """Chains advanced together (all of them, or one in "sequential" mode) and how far."""
+
+    keys: jax.Array
+    positions: jax.Array
+    label: str
+    carry: ChainCarry | None = None
+    draws: Draws | None = None
+    next_iteration: int = 0
+
+
+@dataclass
+class _Pending:
+    """A run in progress: its compiled functions, data and segments."""
+
+    fns: dict
+    data: Any
+    segments: list = field(default_factory=list)
 
 
 class MCMC:
@@ -387,6 +547,9 @@ class MCMC:
         self._programs: dict = {}
         self._draws: Draws | None = None
         self._last: SamplingState | None = None
+        self._pending: _Pending | None = None
+        self.complete = False
+        self.num_completed_samples = 0
 
     # ------------------------------------------------------------------ setup
     def _logdensity(self, args: tuple, kwargs: dict, init_params: Any) -> LogDensity:
@@ -484,11 +647,16 @@ class MCMC:
         count = max(d for d in range(1, len(devices) + 1) if self.num_chains % d == 0)
         mesh = jax.sharding.Mesh(np.array(devices[:count]), ("chain",))
         sharding = NamedSharding(mesh, PartitionSpec("chain"))
-        return tuple(jax.device_put(a, sharding) for a in arrays)
+        return tuple(jax.device_put(a, sharding) for a in arrays)  # pytrees too
 
     # ------------------------------------------------------------------ run
     def run(self, key: jax.Array, *args: Any, init_params: Any = None, **kwargs: Any) -> None:
         """Warm up and sample every chain.
+
+        Ctrl-C (``KeyboardInterrupt``) during the run stops it between chunks of iterations
+        without losing work: the draws kept so far are available (``complete`` is then
+        ``False``) and :meth:`resume` continues exactly where the run stopped, giving the same
+        draws as an uninterrupted run.
 
         Args:
             key: a ``jax.random`` key.
@@ -503,51 +671,206 @@ class MCMC:
         key_init, key_chains = jax.random.split(key)
         positions = self._initial_positions(key_init, ld, init_params)
         chain_keys = jax.random.split(key_chains, self.num_chains)
+        self._start(ld, chain_keys, positions)
+        self._continue()
+
+    def _start(self, ld: LogDensity, chain_keys: jax.Array, positions: jax.Array) -> None:
         fns, data = self._program(ld)
         if self.chain_method == "sequential":
-            results = [
-                self._run_chains(fns, data, chain_keys[c], positions[c], f"chain {c + 1} ")
+            segments = [
+                _Segment(chain_keys[c], positions[c], f"chain {c + 1} ")
                 for c in range(self.num_chains)
             ]
-            last, draws = jax.tree.map(lambda *xs: jnp.stack(xs), *results)
         else:
             chain_keys, positions = self._shard(chain_keys, positions)
-            last, draws = self._run_chains(fns, data, chain_keys, positions, "")
-        self._last, self._draws = jax.block_until_ready((last, draws))
+            segments = [_Segment(chain_keys, positions, "")]
+        self._pending = _Pending(fns, data, segments)
         self.logdensity_ = ld
+        self._draws = self._last = None
+        self.complete = False
 
-    def _run_chains(self, fns, data, keys, positions, label: str):
-        num_iterations = self.num_samples * self.thinning
+    @property
+    def num_iterations(self) -> int:
+        """Iterations per chain: warmup plus ``num_samples * thinning``."""
+        return self.num_warmup + self.num_samples * self.thinning
+
+    def resume(self) -> None:
+        """Continue an interrupted run from where it stopped (same draws as without the stop)."""
+        if self._pending is None:
+            raise RuntimeError(
+                "nothing to resume: the last run completed (or none was started); use run()"
+            )
+        self._continue()
+
+    def _continue(self) -> None:
+        pending = self._pending
+        try:
+            for segment in pending.segments:
+                self._run_segment(pending, segment)
+        except KeyboardInterrupt:
+            self._collect(pending)
+            done = self.num_completed_samples
+            warnings.warn(
+                f"sampling interrupted: {done} of {self.num_samples} draws per chain kept; "
+                "call MCMC.resume() to continue",
+                stacklevel=3,
+            )
+            return
+        self._collect(pending)
+        self._pending = None
+
+    def _run_segment(self, pending: _Pending, segment: _Segment) -> None:
+        fns, data, total = pending.fns, pending.data, self.num_iterations
+        if segment.next_iteration >= total and segment.carry is not None:
+            return
         bar = _Progress(
-            self.num_warmup + num_iterations,
+            total,
             enabled=self.progress_bar,
-            label=label,
+            label=segment.label,
             chains=1 if self.chain_method == "sequential" else self.num_chains,
+            initial=segment.next_iteration,
         )
         with bar:
-            carry = fns["init"](positions, data)
-            draws = fns["empty_draws"](positions)
-            start = 0
-            for phase, total in (("warmup", self.num_warmup), ("sampling", num_iterations)):
-                end, n, elapsed = start + total, 0, 0.0
-                while start < end:
+            if segment.carry is None:
+                segment.carry = fns["init"](segment.positions, data)
+                segment.draws = fns["empty_draws"](segment.positions)
+            for phase, end in (("warmup", self.num_warmup), ("sampling", total)):
+                n, elapsed = 0, 0.0
+                while segment.next_iteration < end:
+                    start = segment.next_iteration
                     n = self._next_chunk(n, elapsed, end - start)
                     began = time.perf_counter()
-                    carry, draws = fns["advance"](
-                        keys, carry, draws, data, jnp.int32(start), jnp.int32(n)
+                    # the results stand for the finished chunk even before they are computed,
+                    # so an interrupt while waiting below loses nothing
+                    segment.carry, segment.draws = fns["advance"](
+                        segment.keys,
+                        segment.carry,
+                        segment.draws,
+                        data,
+                        jnp.int32(start),
+                        jnp.int32(n),
                     )
-                    start += n
+                    segment.next_iteration = start + n
+                    carry = segment.carry
                     divergent = (
                         carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
                     )
                     bar.update(n, phase, divergent)  # reads the count: waits for the chunk
                     elapsed = time.perf_counter() - began
-            state = fns["finish"](carry)
-        return state, draws
+
+    def _collect(self, pending: _Pending) -> None:
+        """Results from the segments' current states (all of them or those so far)."""
+        segments = pending.segments
+        started = [s for s in segments if s.carry is not None]
+        if len(started) < len(segments) or not started:
+            kept = 0
+        else:
+            kept = min(self._kept(s.next_iteration) for s in segments)
+        self.num_completed_samples = kept
+        self.complete = kept == self.num_samples and all(
+            s.next_iteration >= self.num_iterations for s in segments
+        )
+        if not started or len(started) < len(segments):
+            self._draws = self._last = None
+            return
+        finish = pending.fns["finish"]
+        if self.chain_method == "sequential":
+            results = [(finish(s.carry), s.draws) for s in segments]
+            last, draws = jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+        else:
+            last, draws = finish(segments[0].carry), segments[0].draws
+        draws = jax.tree.map(lambda x: x[:, :kept], draws)
+        self._last, self._draws = jax.block_until_ready((last, draws))
+        if kept == 0:
+            self._draws = None
+
+    def _kept(self, next_iteration: int) -> int:
+        sampled = max(next_iteration - self.num_warmup, 0)
+        return min(sampled // self.thinning, self.num_samples)
+
+    # ------------------------------------------------------------------ checkpoints
+    def sampler_state(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue this run in another process, as numpy arrays.
+
+        Holds, per segment of chains, the chain keys, the position in the iteration
+        schedule and the full warmup / sampler state (positions, step size, mass matrix,
+        estimators) and the draw buffers. Give it to :meth:`resume_from` with the same kernel
+        settings, MCMC settings and model data.
+        """
+        if self._pending is None:
+            raise RuntimeError("sampler_state() is for an interrupted run: this one completed")
+        out: dict[str, np.ndarray] = {
+            "num_segments": np.asarray(len(self._pending.segments)),
+            "settings": np.asarray(repr(self._settings_fingerprint())),
+        }
+        for c, segment in enumerate(self._pending.segments):
+            if segment.carry is None:
+                out[f"s{c}_next"] = np.asarray(-1)
+                continue
+            keys = segment.keys
+            typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+            out[f"s{c}_keys"] = np.asarray(jax.random.key_data(keys) if typed else keys)
+            out[f"s{c}_typed"] = np.asarray(typed)
+            out[f"s{c}_next"] = np.asarray(segment.next_iteration)
+            leaves = jax.tree.leaves((segment.carry, segment.draws))
+            for i, leaf in enumerate(leaves):
+                out[f"s{c}_leaf{i}"] = np.asarray(leaf)
+        return out
+
+    def _settings_fingerprint(self) -> tuple:
+        return (
+            self.kernel.settings(),
+            self.num_warmup,
+            self.num_samples,
+            self.num_chains,
+            self.thinning,
+            self.chain_method,
+        )
+
+    def resume_from(self, state: dict, *args: Any, **kwargs: Any) -> None:
+        """Continue a run saved with :meth:`sampler_state` (e.g. by another process).
+
+        Args:
+            state: the dict from :meth:`sampler_state` (or an ``np.load`` of it).
+            *args, **kwargs: the model's arguments (data), as given to :meth:`run`.
+        """
+        saved = str(np.asarray(state["settings"]))
+        if saved != repr(self._settings_fingerprint()):
+            raise ValueError(
+                "the saved sampler state was made with other settings: "
+                f"saved {saved}, now {self._settings_fingerprint()!r}"
+            )
+        ld = self._logdensity(args, kwargs, None)
+        dummy_keys = jax.random.split(jax.random.key(0), self.num_chains)
+        dummy_positions = jnp.zeros((self.num_chains, ld.dim), jnp.result_type(float))
+        self._start(ld, dummy_keys, dummy_positions)
+        fns, data = self._pending.fns, self._pending.data
+        for c, segment in enumerate(self._pending.segments):
+            next_iteration = int(np.asarray(state[f"s{c}_next"]))
+            if next_iteration < 0:
+                raise ValueError("the saved run had not started every chain; start it again")
+            template = jax.eval_shape(
+                lambda p: (fns["init"](p, data), fns["empty_draws"](p)), segment.positions
+            )
+            treedef = jax.tree.structure(template)
+            leaves = [jnp.asarray(state[f"s{c}_leaf{i}"]) for i in range(treedef.num_leaves)]
+            carry, draws = jax.tree.unflatten(treedef, leaves)
+            keys = jnp.asarray(state[f"s{c}_keys"])
+            if bool(np.asarray(state[f"s{c}_typed"])):
+                keys = jax.random.wrap_key_data(keys)
+            if self.chain_method != "sequential":
+                keys, carry, draws = self._shard(keys, carry, draws)
+            segment.keys, segment.carry, segment.draws = keys, carry, draws
+            segment.next_iteration = next_iteration
+        self._continue()
 
     # ------------------------------------------------------------------ results
     def _require_run(self) -> Draws:
         if self._draws is None:
+            if self._pending is not None:
+                raise RuntimeError(
+                    "the run was interrupted before any draw was kept: call MCMC.resume()"
+                )
             raise RuntimeError("call MCMC.run(key, ...) before asking for its results")
         return self._draws
 
@@ -583,8 +906,9 @@ class MCMC:
         return {k: np.asarray(v) for k, v in stats.items()}
 
     @property
-    def inverse_mass_matrix(self) -> jax.Array:
-        """Adapted inverse mass matrix per chain: (num_chains, dim) or (num_chains, dim, dim)."""
+    def inverse_mass_matrix(self) -> Any:
+        """Adapted inverse mass matrix per chain: (num_chains, dim), (num_chains, dim, dim), or
+        a :class:`~ppl.infer.metrics.LowRankInverseMass` batched over chains."""
         self._require_run()
         return self._last.inverse_mass_matrix
 
@@ -625,8 +949,9 @@ class MCMC:
 class _Progress:
     """A tqdm bar over iterations, updated between chunks (never inside compiled code)."""
 
-    def __init__(self, total: int, enabled: bool, label: str, chains: int):
+    def __init__(self, total: int, enabled: bool, label: str, chains: int, initial: int = 0):
         self.enabled = enabled
+        self.initial = initial
         self.total = total
         self.label = label
         self.chains = chains
@@ -638,6 +963,7 @@ class _Progress:
 
             self.bar = tqdm(
                 total=self.total,
+                initial=self.initial,
                 desc=f"{self.label}warmup",
                 unit="it",
                 file=sys.stderr,

@@ -1,19 +1,30 @@
 """Euclidean metrics: momentum sampling, kinetic energy and velocity for a Gaussian momentum.
 
-The metric is given by the inverse mass matrix ``M⁻¹``: a 1-D array of shape ``(dim,)`` for a
-diagonal metric or a 2-D array of shape ``(dim, dim)`` for a dense one. The choice is made
-statically from ``inverse_mass_matrix.ndim``, so these functions jit and vmap unchanged.
+The metric is given by the inverse mass matrix ``M⁻¹`` in one of three forms:
+
+- a 1-D array of shape ``(dim,)``: diagonal;
+- a 2-D array of shape ``(dim, dim)``: dense;
+- a :class:`LowRankInverseMass`: diagonal plus a low-rank correction,
+  ``M⁻¹ = S (I + U (Λ - I) Uᵀ) S`` with ``S = diag(scale)`` (nutpie's low-rank modified metric).
+
+The form is chosen statically (array ``ndim`` or pytree type), so these functions jit and vmap
+unchanged.
 
 Momentum is ``p ~ N(0, M)``, the kinetic energy is ``½ pᵀ M⁻¹ p`` and the velocity
 (Betancourt's "sharp momentum") is ``p♯ = M⁻¹ p``.
 """
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
 __all__ = [
+    "LowRankInverseMass",
     "is_dense",
+    "is_diagonal",
+    "low_rank_to_dense",
     "kinetic_energy",
     "momentum_factor",
     "sample_momentum",
@@ -21,15 +32,49 @@ __all__ = [
 ]
 
 
+class LowRankInverseMass(NamedTuple):
+    """A diagonal-plus-low-rank inverse mass matrix ``M⁻¹ = S (I + U (Λ - I) Uᵀ) S``.
+
+    ``S = diag(scale)`` rescales each coordinate; in the rescaled space the metric is the identity
+    except along the orthonormal directions ``U``, where it is ``Λ``. A direction with ``λ = 1``
+    is inert, so unused slots of a fixed-rank representation hold ``λ = 1``.
+
+    Attributes:
+        scale: shape ``(dim,)``, positive: ``sqrt`` of the diagonal part of ``M⁻¹``.
+        vectors: shape ``(dim, rank)``, orthonormal columns ``U``.
+        values: shape ``(rank,)``, positive eigenvalues ``Λ`` (in the rescaled space).
+    """
+
+    scale: Array
+    vectors: Array
+    values: Array
+
+
+def low_rank_to_dense(metric: LowRankInverseMass) -> Array:
+    """The ``(dim, dim)`` matrix ``S (I + U (Λ - I) Uᵀ) S`` (for tests and reporting)."""
+    u = metric.vectors
+    inner = jnp.eye(u.shape[0], dtype=u.dtype) + (u * (metric.values - 1.0)) @ u.T
+    return metric.scale[:, None] * inner * metric.scale[None, :]
+
+
+def is_diagonal(inverse_mass_matrix) -> bool:
+    """Whether an inverse mass matrix is diagonal (a 1-D array); static."""
+    return not isinstance(inverse_mass_matrix, LowRankInverseMass) and not is_dense(
+        inverse_mass_matrix
+    )
+
+
 def is_dense(inverse_mass_matrix: Array) -> bool:
-    """Whether an inverse mass matrix is dense (2-D) rather than diagonal (1-D).
+    """Whether an inverse mass matrix is dense (2-D) rather than diagonal (1-D) or low-rank.
 
     Args:
-        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``, or a ``LowRankInverseMass``.
 
     Returns:
         A Python bool (static).
     """
+    if isinstance(inverse_mass_matrix, LowRankInverseMass):
+        return False
     ndim = jnp.ndim(inverse_mass_matrix)
     if ndim not in (1, 2):
         raise ValueError(
@@ -45,12 +90,15 @@ def momentum_factor(inverse_mass_matrix: Array) -> Array:
     Computing it once and passing it to ``sample_momentum`` avoids a Cholesky per draw.
 
     Args:
-        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``, or a ``LowRankInverseMass``.
 
     Returns:
         Shape ``(dim,)`` (diagonal: the momentum standard deviations ``sqrt(M)``) or
-        ``(dim, dim)`` (dense: the lower Cholesky factor ``L`` of ``M⁻¹ = L Lᵀ``).
+        ``(dim, dim)`` (dense: the lower Cholesky factor ``L`` of ``M⁻¹ = L Lᵀ``); for a
+        ``LowRankInverseMass``, the tuple ``(1/scale, Λ^(-1/2) - 1)``.
     """
+    if isinstance(inverse_mass_matrix, LowRankInverseMass):
+        return (1.0 / inverse_mass_matrix.scale, jax.lax.rsqrt(inverse_mass_matrix.values) - 1.0)
     if is_dense(inverse_mass_matrix):
         return jnp.linalg.cholesky(inverse_mass_matrix)
     return jax.lax.rsqrt(inverse_mass_matrix)
@@ -62,12 +110,13 @@ def sample_momentum(
     """Draw a momentum ``p ~ N(0, M)`` with ``M = inv(M⁻¹)``.
 
     Dense case: with ``M⁻¹ = L Lᵀ`` we return ``p = L⁻ᵀ z``, ``z ~ N(0, I)``, whose covariance is
-    ``L⁻ᵀ L⁻¹ = M``; no explicit inverse is formed.
+    ``L⁻ᵀ L⁻¹ = M``; no explicit inverse is formed. Low-rank case: ``p = S⁻¹ (z + U (Λ^(-1/2) - 1)
+    Uᵀ z)``, whose covariance is ``S⁻¹ (I + U (Λ⁻¹ - I) Uᵀ) S⁻¹ = M``.
 
     Args:
         key: a JAX PRNG key.
         position: shape ``(dim,)``; gives the shape and dtype of the momentum.
-        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``, or a ``LowRankInverseMass``.
         factor: optional precomputed ``momentum_factor(inverse_mass_matrix)``.
 
     Returns:
@@ -76,6 +125,10 @@ def sample_momentum(
     if factor is None:
         factor = momentum_factor(inverse_mass_matrix)
     z = jax.random.normal(key, jnp.shape(position), dtype=jnp.result_type(position))
+    if isinstance(inverse_mass_matrix, LowRankInverseMass):
+        inv_scale, shrink = factor
+        u = inverse_mass_matrix.vectors
+        return inv_scale * (z + u @ (shrink * (u.T @ z)))
     if is_dense(inverse_mass_matrix):
         return jax.scipy.linalg.solve_triangular(factor, z, lower=True, trans="T")
     return factor * z
@@ -86,11 +139,15 @@ def velocity(momentum: Array, inverse_mass_matrix: Array) -> Array:
 
     Args:
         momentum: shape ``(dim,)``.
-        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``, or a ``LowRankInverseMass``.
 
     Returns:
         Shape ``(dim,)``.
     """
+    if isinstance(inverse_mass_matrix, LowRankInverseMass):
+        scale, u = inverse_mass_matrix.scale, inverse_mass_matrix.vectors
+        w = scale * momentum
+        return scale * (w + u @ ((inverse_mass_matrix.values - 1.0) * (u.T @ w)))
     if is_dense(inverse_mass_matrix):
         return inverse_mass_matrix @ momentum
     return inverse_mass_matrix * momentum
@@ -101,7 +158,7 @@ def kinetic_energy(momentum: Array, inverse_mass_matrix: Array) -> Array:
 
     Args:
         momentum: shape ``(dim,)``.
-        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``, or a ``LowRankInverseMass``.
 
     Returns:
         A scalar.

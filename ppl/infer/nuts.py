@@ -49,7 +49,7 @@ from jax import Array
 
 from ppl.infer import hmc
 from ppl.infer.hmc import HMCState, IntegratorState, energy_error, velocity_verlet
-from ppl.infer.metrics import is_dense, momentum_factor, sample_momentum, velocity
+from ppl.infer.metrics import is_diagonal, momentum_factor, sample_momentum, velocity
 
 __all__ = ["NUTSInfo", "init", "step"]
 
@@ -203,7 +203,7 @@ def _transition(
     z0 = IntegratorState(state.position, momentum, state.log_density, state.grad)
     # Level 0 holds the trajectory made of the initial point alone (nothing built before it).
     # One spare row: the node completed by the last possible leaf goes to row max_tree_depth.
-    store_velocity = is_dense(inverse_mass_matrix)
+    store_velocity = not is_diagonal(inverse_mass_matrix)
     first_row = [jnp.zeros_like(momentum), momentum, momentum] + (
         [v0, v0] if store_velocity else []
     )

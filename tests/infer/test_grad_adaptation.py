@@ -1,0 +1,239 @@
+"""Tests for ppl.infer.grad_adaptation (nutpie's gradient-based warmup) and the low-rank metric."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppl.infer import MCMC, NUTS, metrics
+from ppl.infer.grad_adaptation import (
+    LowRankSettings,
+    buffer_size,
+    grad_diagonal,
+    grad_window_schedule,
+    initial_diagonal,
+    low_rank_metric,
+    spd_mean,
+    stats_init,
+    stats_update,
+)
+from ppl.infer.metrics import LowRankInverseMass, low_rank_to_dense
+from tests.infer.gaussian_targets import assert_moments
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+
+def _ar1_cov(dim: int, rho: float = 0.9) -> np.ndarray:
+    i = np.arange(dim)
+    return rho ** np.abs(i[:, None] - i[None, :])
+
+
+def _stats_of(xs, gs, weights):
+    stats = stats_init(xs.shape[1], xs.dtype)
+    for x, g, w in zip(xs, gs, weights, strict=True):
+        stats = stats_update(stats, jnp.asarray(x), jnp.asarray(g), w)
+    return stats
+
+
+def test_stats_update_is_weighted_welford():
+    rng = np.random.default_rng(0)
+    xs, gs = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    weights = (rng.uniform(size=30) > 0.3).astype(float)
+    stats = _stats_of(xs, gs, weights)
+    keep = weights > 0
+    assert float(stats.count) == keep.sum()
+    np.testing.assert_allclose(stats.mean_x, xs[keep].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.m2_x, keep.sum() * xs[keep].var(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.m2_g, keep.sum() * gs[keep].var(0), rtol=1e-12)
+
+
+def test_stats_update_ignores_non_finite_draws():
+    stats = _stats_of(
+        np.array([[1.0], [np.nan], [3.0]]), np.array([[1.0], [1.0], [np.inf]]), [1, 1, 1]
+    )
+    assert float(stats.count) == 1.0
+    np.testing.assert_allclose(stats.mean_x, [1.0])
+
+
+def test_grad_diagonal_is_exact_for_independent_gaussian():
+    # Var(g) = Var(x) / σ⁴ for g = -x / σ², so sqrt(Var x / Var g) = σ² whatever the draws
+    sigma = np.logspace(-2, 2, 7)
+    xs = np.random.default_rng(1).normal(size=(5, 7)) * sigma
+    stats = _stats_of(xs, -xs / sigma**2, np.ones(5))
+    np.testing.assert_allclose(grad_diagonal(stats), sigma**2, rtol=1e-10)
+
+
+def test_grad_diagonal_and_initial_diagonal_fall_back_to_one():
+    stats = _stats_of(np.zeros((4, 2)), np.zeros((4, 2)), np.ones(4))
+    np.testing.assert_array_equal(grad_diagonal(stats), [1.0, 1.0])
+    np.testing.assert_allclose(
+        initial_diagonal(jnp.array([0.0, 2.0, -4.0, np.nan])), [1, 0.5, 0.25, 1]
+    )
+
+
+def test_spd_mean_solves_m_b_m_equals_a():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(4, 4))
+    a = a @ a.T + np.eye(4)
+    b = rng.normal(size=(4, 4))
+    b = b @ b.T + np.eye(4)
+    m = np.asarray(spd_mean(jnp.asarray(a), jnp.asarray(b)))
+    np.testing.assert_allclose(m @ b @ m, a, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(m, m.T, atol=1e-10)
+    sigma = _ar1_cov(4)
+    np.testing.assert_allclose(spd_mean(sigma, np.linalg.inv(sigma)), sigma, atol=1e-8)
+
+
+def test_low_rank_metric_full_rank_recovers_gaussian_covariance():
+    dim = 8
+    sigma = _ar1_cov(dim) * np.outer(np.arange(1, dim + 1), np.arange(1, dim + 1))
+    xs = np.random.default_rng(3).multivariate_normal(np.zeros(dim), sigma, size=60)
+    gs = -xs @ np.linalg.inv(sigma)
+    metric = low_rank_metric(
+        jnp.asarray(xs), jnp.asarray(gs), jnp.ones(60), LowRankSettings(rank=dim, cutoff=1.0)
+    )
+    # the +I regularization of the projected covariances costs ~1/(n gamma) relative error
+    np.testing.assert_allclose(low_rank_to_dense(metric), sigma, rtol=2e-2, atol=2e-2)
+
+
+def test_low_rank_metric_keeps_only_extreme_directions_and_pads():
+    dim = 6
+    xs = np.random.default_rng(4).normal(size=(40, dim))  # isotropic: nothing to correct
+    metric = low_rank_metric(
+        jnp.asarray(xs), jnp.asarray(-xs), jnp.ones(40), LowRankSettings(rank=9, cutoff=2.0)
+    )
+    assert metric.vectors.shape == (dim, 9) and metric.values.shape == (9,)
+    np.testing.assert_allclose(metric.values, 1.0)
+    np.testing.assert_allclose(low_rank_to_dense(metric), np.eye(dim), atol=1e-8)
+
+
+def test_low_rank_metric_ignores_zero_weight_rows():
+    rng = np.random.default_rng(5)
+    sigma = _ar1_cov(5)
+    xs = rng.multivariate_normal(np.zeros(5), sigma, size=30)
+    gs = -xs @ np.linalg.inv(sigma)
+    settings = LowRankSettings(rank=5, cutoff=1.0)
+    junk = np.vstack([xs, 1e6 * np.ones((3, 5))]), np.vstack([gs, np.zeros((3, 5))])
+    weights = np.r_[np.ones(30), np.zeros(3)]
+    a = low_rank_to_dense(low_rank_metric(*map(jnp.asarray, junk), jnp.asarray(weights), settings))
+    b = low_rank_to_dense(low_rank_metric(jnp.asarray(xs), jnp.asarray(gs), jnp.ones(30), settings))
+    np.testing.assert_allclose(a, b, rtol=1e-8)
+
+
+def _random_low_rank(dim=6, rank=3, seed=6):
+    rng = np.random.default_rng(seed)
+    q = np.linalg.qr(rng.normal(size=(dim, rank)))[0]
+    return LowRankInverseMass(
+        jnp.asarray(rng.uniform(0.5, 2.0, dim)), jnp.asarray(q), jnp.asarray([0.1, 5.0, 1.0])
+    )
+
+
+def test_low_rank_velocity_and_kinetic_energy_match_dense():
+    metric = _random_low_rank()
+    dense = np.asarray(low_rank_to_dense(metric))
+    p = jnp.asarray(np.random.default_rng(7).normal(size=6))
+    np.testing.assert_allclose(metrics.velocity(p, metric), dense @ p, rtol=1e-12)
+    np.testing.assert_allclose(metrics.kinetic_energy(p, metric), 0.5 * p @ dense @ p, rtol=1e-12)
+
+
+def test_low_rank_momentum_has_covariance_m():
+    metric = _random_low_rank()
+    dense = np.asarray(low_rank_to_dense(metric))
+    factor = metrics.momentum_factor(metric)
+    # the momentum is linear in the standard normal z: recover the map from unit vectors
+    inv_scale, shrink = factor
+    u = metric.vectors
+    b = np.stack([inv_scale * (e + u @ (shrink * (u.T @ e))) for e in np.eye(6)], axis=1)
+    np.testing.assert_allclose(b @ b.T, np.linalg.inv(dense), rtol=1e-10, atol=1e-12)
+    p = metrics.sample_momentum(jax.random.key(0), jnp.zeros(6), metric)
+    assert p.shape == (6,) and np.all(np.isfinite(p))
+
+
+@pytest.mark.parametrize("num_warmup", [0, 10, 100, 300, 1000])
+def test_grad_window_schedule_structure(num_warmup):
+    s = grad_window_schedule(num_warmup)
+    final_start = num_warmup - int(0.15 * num_warmup)
+    assert s.collect.sum() == final_start and not s.collect[final_start:].any()
+    assert not s.switch[final_start:].any()
+    if num_warmup:
+        assert s.restart[0]
+    if num_warmup >= 10:
+        assert s.restart[final_start]
+        assert s.update[final_start - 1]  # the final-window metric is fresh
+    # every switch leaves at least 10 (early) or 80 (late) draws in the new foreground
+    switches = np.flatnonzero(s.switch)
+    early_end = int(0.3 * num_warmup)
+    previous = -1
+    for i in switches:
+        assert i - previous >= (10 if i < early_end else 80) - 1
+        previous = i
+    assert buffer_size(s) >= 1
+
+
+def test_grad_window_schedule_1000_matches_nutpie_cadence():
+    s = grad_window_schedule(1000)
+    switches = np.flatnonzero(s.switch)
+    assert list(switches[:3]) == [8, 18, 28]  # the initial point counts as the first draw
+    assert list(switches[-3:]) == [538, 618, 698]
+    assert list(np.flatnonzero(s.restart)) == [0, 2, 850]
+    assert buffer_size(s) == 850 - 619 + 1
+
+
+def _ld(cov):
+    prec = jnp.asarray(np.linalg.inv(cov))
+    return lambda x: -0.5 * x @ prec @ x
+
+
+def test_nutpie_diag_warmup_learns_variances_exactly():
+    scales = np.logspace(-2, 2, 12)
+    mcmc = MCMC(
+        NUTS(logdensity_fn=lambda x: -0.5 * jnp.sum((x / scales) ** 2)),
+        num_warmup=200,
+        num_samples=100,
+        num_chains=2,
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(0), init_params=jnp.ones((2, 12)))
+    # any two distinct draws make the estimate exact for a Gaussian
+    np.testing.assert_allclose(mcmc.inverse_mass_matrix, np.tile(scales**2, (2, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["low_rank", "dense"])
+def test_nutpie_low_rank_and_dense_sample_correlated_gaussian(metric):
+    dim = 10
+    cov = _ar1_cov(dim) * np.outer(np.linspace(1, 3, dim), np.linspace(1, 3, dim))
+    kernel = NUTS(logdensity_fn=_ld(cov), metric=metric)
+    mcmc = MCMC(kernel, num_warmup=300, num_samples=600, num_chains=4, progress_bar=False)
+    mcmc.run(jax.random.key(1), init_params=0.5 * jnp.ones((4, dim)))
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["theta"])
+    assert_moments(draws, np.zeros(dim), cov)
+    imm = mcmc.inverse_mass_matrix
+    if metric == "dense":
+        dense = np.asarray(imm)
+        assert dense.shape == (4, dim, dim)
+    else:
+        assert isinstance(imm, LowRankInverseMass)
+        dense = np.asarray(jax.vmap(low_rank_to_dense)(imm))
+    # the metric captures the correlation: its condition number relative to Σ is small
+    for m in dense:
+        eig = np.linalg.eigvalsh(
+            np.linalg.solve(np.linalg.cholesky(cov), m) @ np.linalg.inv(np.linalg.cholesky(cov)).T
+        )
+        assert eig.max() / eig.min() < (5.0 if metric == "dense" else 20.0)
+    # well-adapted: short trajectories
+    assert mcmc.get_sample_stats()["n_steps"].mean() < 12
+
+
+def test_kernel_settings_are_checked():
+    f = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    with pytest.raises(ValueError, match="adaptation must be one of"):
+        NUTS(logdensity_fn=f, adaptation="pymc")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        NUTS(logdensity_fn=f, metric="full")
+    with pytest.raises(ValueError, match="needs adaptation='nutpie'"):
+        NUTS(logdensity_fn=f, metric="low_rank", adaptation="stan")
+    with pytest.raises(ValueError, match="contradicts"):
+        NUTS(logdensity_fn=f, metric="low_rank", dense_mass=True)
+    with pytest.raises(ValueError, match="apply to metric='low_rank'"):
+        NUTS(logdensity_fn=f, low_rank=LowRankSettings())
+    assert NUTS(logdensity_fn=f, dense_mass=True).metric == "dense"
