@@ -53,6 +53,7 @@ __all__ = [
     "grad_warmup_final",
     "grad_warmup_init",
     "grad_window_schedule",
+    "initial_diagonal",
     "low_rank_metric",
     "stats_init",
     "stats_update",
@@ -127,7 +128,7 @@ def grad_diagonal(stats: DrawGradStats) -> Array:
     return jnp.clip(ratio, _DIAG_MIN, _DIAG_MAX)
 
 
-def initial_diagonal(grad: Array) -> Array:
+def _initial_diagonal(grad: Array) -> Array:
     """The inverse mass diagonal before any draw: ``1/|∇log π(x₀)|`` (1 where that is not finite
     and positive), clipped to ``[1e-20, 1e20]``. Shape ``(dim,)``."""
     inv = 1.0 / jnp.abs(grad)
@@ -424,6 +425,7 @@ def grad_warmup_init(
     low_rank: LowRankSettings | None = None,
     buffer_rows: int = 1,
     dense: bool = False,
+    initial_diagonal: Array | None = None,
 ) -> GradWarmupState:
     """The warmup state at ``position (dim,)``: the initial point enters the estimators and the
     metric starts at ``1/|∇log π(x₀)|``.
@@ -438,6 +440,8 @@ def grad_warmup_init(
         dense: keep the metric as a dense ``(dim, dim)`` matrix (the low-rank estimate at
             ``rank = dim`` and ``cutoff = 1`` is a full SPD matrix; the dense form makes each
             leapfrog one matrix-vector product).
+        initial_diagonal: ``(dim,)`` inverse mass diagonal to start from (e.g. from
+            Pathfinder) instead of ``1/|∇log π(x₀)|``.
     """
     position = jnp.asarray(position)
     if position.ndim != 1:
@@ -445,7 +449,10 @@ def grad_warmup_init(
     state = hmc.init(position, logdensity_fn)
     dim, dtype = position.shape[0], position.dtype
     stats = stats_update(stats_init(dim, dtype), state.position, state.grad, 1.0)
-    diag = initial_diagonal(state.grad).astype(dtype)
+    if initial_diagonal is None:
+        diag = _initial_diagonal(state.grad).astype(dtype)
+    else:
+        diag = jnp.asarray(initial_diagonal, dtype)
     buffer = None
     metric: Any = diag
     if low_rank is not None:
@@ -574,3 +581,6 @@ def grad_warmup_final(warmup_state: GradWarmupState) -> tuple[Any, Array, Any]:
         step_size.astype(warmup_state.step_size.dtype),
         (warmup_state.inverse_mass_matrix),
     )
+
+
+initial_diagonal = _initial_diagonal

@@ -281,12 +281,14 @@ class _StanWarmup:
             flags[2, :num_warmup] = schedule.slow
         self.flags = flags
 
-    def init(self, position, ld):
+    def init(self, position, ld, inverse_mass_diag):
+        dense = self.kernel.dense_mass
         return warmup_init(
             position,
             ld,
-            dense_mass=self.kernel.dense_mass,
+            dense_mass=dense,
             initial_step_size=self.kernel.step_size,
+            initial_inverse_mass_matrix=jnp.diag(inverse_mass_diag) if dense else inverse_mass_diag,
             target_accept=self.kernel.target_accept_prob,
         )
 
@@ -332,10 +334,11 @@ class _GradWarmup:
         flags[4, :num_warmup] = schedule.fg_start
         self.flags = flags
 
-    def init(self, position, ld):
+    def init(self, position, ld, inverse_mass_diag):
         return grad_warmup_init(
             position,
             ld,
+            initial_diagonal=inverse_mass_diag,
             initial_step_size=self.kernel.step_size,
             target_accept=self.kernel.target_accept_prob,
             low_rank=self.low_rank,
@@ -392,8 +395,12 @@ class _Program:
     def _logdensity(self, data):
         return self.template.with_data_tree(data)
 
-    def init(self, position, data) -> ChainCarry:
-        wstate = self.warmup.init(position, self._logdensity(data))
+    def init(self, position, data, inverse_mass_diag=None) -> ChainCarry:
+        ld = self._logdensity(data)
+        if inverse_mass_diag is None:  # Stan starts from the identity, nutpie from 1/|grad|
+            if self.kernel.adaptation == "stan":
+                inverse_mass_diag = jnp.ones_like(position)
+        wstate = self.warmup.init(position, ld, inverse_mass_diag)
         zero = jnp.zeros((), jnp.int32)
         return ChainCarry(wstate, zero, zero, zero)
 
@@ -489,6 +496,7 @@ class _Pending:
     fns: dict
     data: Any
     segments: list = field(default_factory=list)
+    inverse_mass_diag: Any = None  # (dim,) initial metric (from Pathfinder), or None
 
 
 class MCMC:
@@ -507,6 +515,11 @@ class MCMC:
             updated from the host between chunks of iterations.
         chunk_size: iterations per compiled chunk when the progress bar is on
             (default: sized on the fly for an update about every half second).
+        init: ``"pathfinder"`` starts the chains from multi-path Pathfinder draws
+            (:func:`ppl.infer.pathfinder.pathfinder_init`) and the warmup from its
+            covariance's diagonal as the inverse mass matrix; the result is kept in
+            ``mcmc.pathfinder_`` (with its gradient count). Default: the kernel's
+            ``init_strategy``. Ignored when ``run`` is given ``init_params``.
     """
 
     def __init__(
@@ -520,6 +533,7 @@ class MCMC:
         thinning: int = 1,
         progress_bar: bool = True,
         chunk_size: int | None = None,
+        init: str | None = None,
     ):
         if not isinstance(kernel, _Kernel):
             raise TypeError(f"kernel must be NUTS(...) or HMC(...), got {kernel!r}")
@@ -535,6 +549,10 @@ class MCMC:
             raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if init not in (None, "pathfinder"):
+            raise ValueError(f"init must be None or 'pathfinder', got {init!r}")
+        self.init = init
+        self.pathfinder_ = None
         self.kernel = kernel
         self.num_warmup = num_warmup
         self.num_samples = num_samples
@@ -613,7 +631,7 @@ class MCMC:
                 return jax.vmap(fn, in_axes=axes)
 
         return {
-            "init": jax.jit(batch(program.init, (0, None))),
+            "init": jax.jit(batch(program.init, (0, None, None))),
             "empty_draws": jax.jit(batch(program.empty_draws, (0,))),
             "advance": jax.jit(
                 batch(program.advance, (0, 0, 0, None, None, None)), donate_argnums=(1, 2)
@@ -669,12 +687,30 @@ class MCMC:
         if ld.dim == 0:
             raise ValueError("the model has no latent variables to sample")
         key_init, key_chains = jax.random.split(key)
-        positions = self._initial_positions(key_init, ld, init_params)
+        inverse_mass_diag = None
+        self.pathfinder_ = None
+        if self.init == "pathfinder" and init_params is None:
+            from ppl.infer.pathfinder import pathfinder_init
+
+            with warnings.catch_warnings():
+                # a high Pareto k matters for Pathfinder's draws as a posterior, not as starts
+                warnings.filterwarnings("ignore", message="pathfinder: Pareto k")
+                positions, inverse_mass_diag, self.pathfinder_ = pathfinder_init(
+                    key_init, ld, self.num_chains
+                )
+        else:
+            positions = self._initial_positions(key_init, ld, init_params)
         chain_keys = jax.random.split(key_chains, self.num_chains)
-        self._start(ld, chain_keys, positions)
+        self._start(ld, chain_keys, positions, inverse_mass_diag)
         self._continue()
 
-    def _start(self, ld: LogDensity, chain_keys: jax.Array, positions: jax.Array) -> None:
+    def _start(
+        self,
+        ld: LogDensity,
+        chain_keys: jax.Array,
+        positions: jax.Array,
+        inverse_mass_diag: jax.Array | None = None,
+    ) -> None:
         fns, data = self._program(ld)
         if self.chain_method == "sequential":
             segments = [
@@ -684,7 +720,7 @@ class MCMC:
         else:
             chain_keys, positions = self._shard(chain_keys, positions)
             segments = [_Segment(chain_keys, positions, "")]
-        self._pending = _Pending(fns, data, segments)
+        self._pending = _Pending(fns, data, segments, inverse_mass_diag)
         self.logdensity_ = ld
         self._draws = self._last = None
         self.complete = False
@@ -732,7 +768,7 @@ class MCMC:
         )
         with bar:
             if segment.carry is None:
-                segment.carry = fns["init"](segment.positions, data)
+                segment.carry = fns["init"](segment.positions, data, pending.inverse_mass_diag)
                 segment.draws = fns["empty_draws"](segment.positions)
             for phase, end in (("warmup", self.num_warmup), ("sampling", total)):
                 n, elapsed = 0, 0.0
@@ -850,7 +886,7 @@ class MCMC:
             if next_iteration < 0:
                 raise ValueError("the saved run had not started every chain; start it again")
             template = jax.eval_shape(
-                lambda p: (fns["init"](p, data), fns["empty_draws"](p)), segment.positions
+                lambda p: (fns["init"](p, data, None), fns["empty_draws"](p)), segment.positions
             )
             treedef = jax.tree.structure(template)
             leaves = [jnp.asarray(state[f"s{c}_leaf{i}"]) for i in range(treedef.num_leaves)]

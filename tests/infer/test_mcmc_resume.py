@@ -117,3 +117,20 @@ def test_completed_run_has_no_sampler_state():
     with pytest.raises(RuntimeError, match="interrupted run"):
         mcmc.sampler_state()
     assert int(mcmc.last_state.num_steps_warmup[0]) >= 10
+
+
+def test_pathfinder_initialisation_starts_near_the_posterior():
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=100,
+        num_samples=100,
+        num_chains=2,
+        progress_bar=False,
+        init="pathfinder",
+    )
+    mcmc.run(jax.random.key(0), Y)
+    assert mcmc.pathfinder_ is not None and mcmc.pathfinder_.num_gradient_evals > 0
+    mu = np.asarray(mcmc.get_samples()["mu"])
+    assert abs(mu.mean() - float(Y.mean())) < 4 * mu.std() / np.sqrt(20)
+    with pytest.raises(ValueError, match="init must be"):
+        MCMC(NUTS(model), init="advi")

@@ -1,0 +1,91 @@
+"""`ppl sample` interrupted by a signal saves its draws, and `--resume` finishes the run so that it
+equals, draw for draw, the uninterrupted run with the same seed."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppl.runs import load_run, state_path
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ["--chains", "2", "--warmup", "100", "--draws", "20000", "--seed", "3"]
+
+
+def _ppl(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-m", "ppl", *args], cwd=REPO, env=env, text=True, **kwargs
+    )
+
+
+def _interrupt_once_sampling(proc, sig, timeout=300.0):
+    """Send ``sig`` once the progress bar reports the sampling phase; the stderr text."""
+    chunks: list[str] = []
+    reader = threading.Thread(
+        target=lambda: chunks.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True
+    )
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "sampling" in "".join(chunks):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=timeout)
+    reader.join(timeout=10)
+    return "".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)
+def test_interrupted_run_resumes_to_the_uninterrupted_draws(tmp_path, sig):
+    run = tmp_path / "run.nc"
+    proc = _ppl("sample", "eight_schools", *SETTINGS, "--out", str(run), stderr=subprocess.PIPE)
+    stderr = _interrupt_once_sampling(proc, sig)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "incomplete" in stderr
+    partial = load_run(run)
+    assert int(partial.attrs["ppl_complete"]) == 0
+    kept = partial["posterior"].sizes["draw"]
+    assert 0 < kept < 20000
+    assert state_path(run).exists()
+
+    summary = subprocess.run(
+        [sys.executable, "-m", "ppl", "summary", str(run)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert summary.returncode == 0 and "incomplete" in summary.stdout.lower()
+
+    resumed = _ppl("sample", "eight_schools", "--resume", str(run), "--no-progress")
+    assert resumed.wait(timeout=600) == 0
+    assert not state_path(run).exists()
+
+    reference = tmp_path / "reference.nc"
+    full = _ppl("sample", "eight_schools", *SETTINGS, "--out", str(reference), "--no-progress")
+    assert full.wait(timeout=600) == 0
+
+    a, b = load_run(run), load_run(reference)
+    assert int(a.attrs["ppl_complete"]) == 1
+    for name, var in b["posterior"].data_vars.items():
+        np.testing.assert_array_equal(a["posterior"][name].values, var.values)
+    np.testing.assert_array_equal(a["posterior"]["mu"].values[:, :kept], partial["posterior"]["mu"])
+    np.testing.assert_array_equal(
+        a["sample_stats"]["diverging"].values, b["sample_stats"]["diverging"].values
+    )
+
+    # a complete run has nothing to resume: one line, exit 2
+    again = _ppl("sample", "eight_schools", "--resume", str(run), stderr=subprocess.PIPE)
+    err = again.communicate(timeout=300)[1]
+    assert again.returncode == 2
+    assert "complete run" in err and len(err.strip().splitlines()) == 1
