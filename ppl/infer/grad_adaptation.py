@@ -406,6 +406,8 @@ class GradWarmupState(NamedTuple):
         dual_averaging: the step-size adaptation state.
         foreground, background: the ``DrawGradStats`` estimators.
         buffer: a ``DrawGradBuffer`` for the low-rank metric, ``None`` for the diagonal one.
+        hold_until: int32, the first iteration whose draw may feed the estimators again after
+            a reset (see :func:`grad_warmup_after`); 0 otherwise.
     """
 
     state: Any
@@ -415,6 +417,7 @@ class GradWarmupState(NamedTuple):
     foreground: DrawGradStats
     background: DrawGradStats
     buffer: DrawGradBuffer | None
+    hold_until: Array
 
 
 def grad_warmup_init(
@@ -478,6 +481,7 @@ def grad_warmup_init(
         foreground=stats,
         background=stats,
         buffer=buffer,
+        hold_until=jnp.zeros((), jnp.int32),
     )
 
 
@@ -513,10 +517,20 @@ def grad_warmup_after(
     target_accept: float = 0.8,
     low_rank: LowRankSettings | None = None,
     dense: bool = False,
+    saturation_steps: int | None = None,
+    hold: int = 50,
 ) -> GradWarmupState:
     """After a kernel step in warmup: dual averaging takes the acceptance statistic; a
     non-divergent draw in the collection phase enters both estimators (and the low-rank
     buffer); the background may become the foreground; the metric is recomputed.
+
+    A guard against a chain trapped far out in its transient: there the gradients of some
+    coordinates can be huge and wildly varying while the chain barely moves, so the
+    estimate shrinks their scale until the chain freezes along them and every transition runs
+    to the maximum tree depth. A transition of ``saturation_steps`` leapfrog steps (NUTS's
+    maximum) during the collection phase resets the metric to the identity, empties the
+    estimators, restarts dual averaging, and lets the chain move ``hold`` iterations on the
+    identity (as Stan's initial fast window does) before draws feed the estimators again.
 
     Args:
         warmup_state: the state before the step.
@@ -527,8 +541,19 @@ def grad_warmup_after(
         target_accept: the dual-averaging target.
         low_rank: the low-rank settings, or ``None`` for a diagonal metric.
         dense: the metric is kept as a dense matrix (see :func:`grad_warmup_init`).
+        saturation_steps: leapfrog steps that mark a saturated transition (``None``: no reset).
+        hold: iterations on the identity metric after a reset.
     """
     da = dual_averaging(target_accept=target_accept)
+    if saturation_steps is not None:
+        reset = collect & (info.num_steps >= saturation_steps)
+        warmup_state = jax.lax.cond(
+            jnp.any(reset),  # cheap test first: resets are rare
+            lambda w: _reset(w, reset, iteration + hold, target_accept),
+            lambda w: w,
+            warmup_state,
+        )
+    collect = collect & (iteration >= warmup_state.hold_until)
     da_state = da.update(warmup_state.dual_averaging, info.acceptance_rate)
     w = warmup_state._replace(
         state=state,
@@ -564,13 +589,46 @@ def grad_warmup_after(
         metric = low_rank_metric(w.buffer.draws, w.buffer.grads, weights, low_rank)
         if dense:
             metric = low_rank_to_dense(metric)
-        usable = jnp.sum(weights) >= 3
+        usable = (jnp.sum(weights) >= 3) & (iteration >= w.hold_until)
         metric = jax.tree.map(
             lambda new, old: jnp.where(usable, new, old), metric, w.inverse_mass_matrix
         )
         return w._replace(inverse_mass_matrix=metric)
 
     return jax.lax.cond(update, recompute, lambda w: w, w)
+
+
+def _reset(w: GradWarmupState, reset: Array, hold_until: Array, target_accept: float):
+    """Where ``reset``: identity metric, empty estimators and buffer, fresh dual averaging,
+    no collection before ``hold_until``."""
+    dim = w.state.position.shape[0]
+    dtype = w.state.position.dtype
+    metric = w.inverse_mass_matrix
+    if isinstance(metric, LowRankInverseMass):
+        identity = LowRankInverseMass(
+            jnp.ones(dim, dtype), jnp.zeros_like(metric.vectors), jnp.ones_like(metric.values)
+        )
+    elif metric.ndim == 2:
+        identity = jnp.eye(dim, dtype=dtype)
+    else:
+        identity = jnp.ones(dim, dtype)
+    empty = stats_init(dim, dtype)
+    fresh_da = dual_averaging(target_accept=target_accept).init(w.step_size)
+
+    def pick(new, old):
+        return jax.tree.map(lambda a, b: jnp.where(reset, a, b), new, old)
+
+    buffer = w.buffer
+    if buffer is not None:
+        buffer = buffer._replace(weight=jnp.where(reset, 0.0, buffer.weight))
+    return w._replace(
+        inverse_mass_matrix=pick(identity, metric),
+        foreground=pick(empty, w.foreground),
+        background=pick(empty, w.background),
+        dual_averaging=pick(fresh_da, w.dual_averaging),
+        buffer=buffer,
+        hold_until=jnp.where(reset, hold_until.astype(jnp.int32), w.hold_until),
+    )
 
 
 def grad_warmup_final(warmup_state: GradWarmupState) -> tuple[Any, Array, Any]:

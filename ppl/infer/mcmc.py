@@ -324,6 +324,8 @@ class _GradWarmup:
         else:
             self.low_rank = kernel.low_rank._replace(rank=min(kernel.low_rank.rank, dim))
             update_every = self.low_rank.update_every
+        depth = getattr(kernel, "max_tree_depth", None)
+        self.saturation_steps = None if depth is None else 2**depth - 1
         schedule = grad_window_schedule(num_warmup, update_every=update_every)
         self.buffer_rows = buffer_size(schedule)
         flags = np.zeros((5, total), np.int32)
@@ -364,6 +366,7 @@ class _GradWarmup:
             target_accept=self.kernel.target_accept_prob,
             low_rank=self.low_rank,
             dense=self.kernel.metric == "dense",
+            saturation_steps=self.saturation_steps,
         )
 
     def final(self, w):

@@ -237,3 +237,47 @@ def test_kernel_settings_are_checked():
     with pytest.raises(ValueError, match="apply to metric='low_rank'"):
         NUTS(logdensity_fn=f, low_rank=LowRankSettings())
     assert NUTS(logdensity_fn=f, dense_mass=True).metric == "dense"
+
+
+@pytest.mark.parametrize("low_rank", [None, LowRankSettings(rank=2)])
+def test_saturated_transition_resets_the_metric_and_holds_collection(low_rank):
+    from ppl.infer.grad_adaptation import grad_warmup_after, grad_warmup_init
+    from ppl.infer.nuts import NUTSInfo
+
+    scales = jnp.array([1e-3, 1.0, 1e3])
+
+    def ld(x):
+        return -0.5 * jnp.sum((x / scales) ** 2)
+
+    w = grad_warmup_init(jnp.ones(3), ld, low_rank=low_rank, buffer_rows=8)
+    state = w.state
+
+    def info(steps):
+        return NUTSInfo(
+            acceptance_rate=jnp.asarray(0.5),
+            diverging=jnp.asarray(False),
+            energy=jnp.asarray(0.0),
+            tree_depth=jnp.asarray(1),
+            num_steps=jnp.asarray(steps, jnp.int32),
+        )
+
+    def after(w, i, steps):
+        return grad_warmup_after(
+            w, state, info(steps), jnp.int32(i), jnp.bool_(True), jnp.bool_(False),
+            jnp.bool_(low_rank is not None), jnp.int32(-1), low_rank=low_rank,
+            saturation_steps=1023, hold=5,
+        )  # fmt: skip
+
+    w = after(w, 0, 7)
+    assert float(w.foreground.count) == 2.0 and int(w.hold_until) == 0
+    w = after(w, 1, 1023)  # saturated: reset
+    assert int(w.hold_until) == 6
+    assert float(w.foreground.count) == 0.0 and float(w.background.count) == 0.0
+    metric = w.inverse_mass_matrix
+    dense = low_rank_to_dense(metric) if low_rank is not None else jnp.diag(metric)
+    np.testing.assert_allclose(dense, np.eye(3))
+    for i in range(2, 6):  # held: draws do not feed the estimators
+        w = after(w, i, 7)
+        assert float(w.foreground.count) == 0.0
+    w = after(w, 6, 7)
+    assert float(w.foreground.count) == 1.0
