@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -23,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.models import MODELS, ModelChoice, parse_model
-from benchmarks.samplers import SAMPLER_MODULES, SAMPLERS, source_digest
+from benchmarks.samplers import (
+    SAMPLER_MODULES,
+    SAMPLERS,
+    SamplerSpec,
+    parse_sampler,
+    source_digest,
+)
 from benchmarks.worker import MARKER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +70,18 @@ RESULT_FIELDS = (
 # ---------------------------------------------------------------------- running
 
 
+INSTALL_HINT = {
+    "nutpie": 'install it with pip install -e ".[bench,nutpie]"',
+}
+
+
+def missing_modules(sampler: str) -> list[str]:
+    """The modules sampler ``sampler`` (a name, not a spec) needs that are not importable."""
+    return [m for m in SAMPLER_MODULES[sampler] if importlib.util.find_spec(m) is None]
+
+
 def sampler_available(sampler: str) -> bool:
-    return importlib.util.find_spec(SAMPLER_MODULES[sampler]) is not None
+    return not missing_modules(sampler)
 
 
 def _worker_env() -> dict[str, str]:
@@ -75,19 +92,21 @@ def _worker_env() -> dict[str, str]:
 
 
 def run_worker(
-    sampler: str,
+    sampler: str | SamplerSpec,
     choice: ModelChoice,
     settings: dict[str, int],
     *,
     timeout: float,
     in_process: bool = False,
+    ppl_adaptation: str | None = None,
 ) -> dict[str, Any]:
-    """Measure one (sampler, model); a failure becomes ``{"status": "error" | "skipped"}``."""
+    """Measure one (sampler spec, model); a failure becomes ``{"status": "error" | "skipped"}``."""
+    spec = sampler if isinstance(sampler, SamplerSpec) else parse_sampler(sampler)
     if in_process:
         from benchmarks.worker import measure
 
         try:
-            result = measure(sampler, choice.key, **settings)
+            result = measure(spec.key, choice.key, ppl_adaptation=ppl_adaptation, **settings)
         except ImportError as exc:
             return {"status": "skipped", "reason": f"cannot import: {exc}"}
         except Exception as exc:  # a crash in a sampler is a result, not the end of the run
@@ -99,11 +118,11 @@ def run_worker(
         sys.executable,
         "-m",
         "benchmarks.worker",
-        "--sampler",
-        sampler,
+        f"--sampler={spec.key}",
         "--model",
         choice.key,
         *(f"--{k}={v}" for k, v in settings.items()),
+        *([f"--ppl-adaptation={ppl_adaptation}"] if ppl_adaptation is not None else []),
     ]
     t0 = time.perf_counter()
     try:
@@ -126,8 +145,8 @@ def run_worker(
             result["process_s"] = process_s
             return result
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    missing = f"No module named '{SAMPLER_MODULES[sampler]}'"
-    status = "skipped" if missing in tail else "error"
+    missing = [f"No module named '{m}'" for m in SAMPLER_MODULES[spec.name]]
+    status = "skipped" if any(m in tail for m in missing) else "error"
     return {"status": status, "reason": f"worker exited with {proc.returncode}:\n{tail}"}
 
 
@@ -138,14 +157,24 @@ def _safe_ratio(a: Any, b: Any) -> float | None:
     return r if math.isfinite(r) else None
 
 
+def base_sampler(results: dict[str, dict[str, Any]]) -> str | None:
+    """The key of the first ppl entry (``ppl`` or a variant such as ``ppl:adaptation=stan``)."""
+    for key in results:
+        if key == "ppl" or key.startswith("ppl:"):
+            return key
+    return None
+
+
 def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """``{peer: {ratio name: ppl value / peer value}}`` for every peer that ran."""
-    ppl = results.get("ppl", {})
+    """``{peer: {ratio name: ppl value / peer value}}`` for every other entry that ran, where
+    ppl is the first ppl entry (:func:`base_sampler`); later ppl variants are peers."""
+    base = base_sampler(results)
+    ppl = results.get(base, {}) if base is not None else {}
     if ppl.get("status") != "ok":
         return {}
     ratios = {}
     for peer, res in results.items():
-        if peer == "ppl" or res.get("status") != "ok":
+        if peer == base or res.get("status") != "ok":
             continue
         ratios[peer] = {
             name: _safe_ratio(ppl.get(field), res.get(field))
@@ -194,9 +223,12 @@ def machine_info() -> dict[str, Any]:
         "devices": [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    for module in ("jaxlib", "numpyro", "blackjax", "arviz_stats", "ppl"):
+    for module in ("jaxlib", "numpyro", "blackjax", "arviz_stats", "ppl", "nutpie", "pymc"):
+        if importlib.util.find_spec(module) is None:
+            info[module] = None
+            continue
         try:
-            info[module] = __import__(module).__version__
+            info[module] = importlib.metadata.version(module)
         except Exception:
             info[module] = None
     try:
@@ -286,9 +318,10 @@ def format_table(entry: dict[str, Any]) -> str:
         lines += _align(rows)
     lines += notes
     if entry.get("ratios"):
-        ratio_rows = [["ratio ppl/peer", *RATIO_FIELDS]]
+        base = base_sampler(entry["samplers"]) or "ppl"
+        ratio_rows = [[f"ratio {base}/peer", *RATIO_FIELDS]]
         for peer, ratios in entry["ratios"].items():
-            ratio_rows.append([f"ppl/{peer}", *(_fmt(ratios[k]) for k in RATIO_FIELDS)])
+            ratio_rows.append([f"{base}/{peer}", *(_fmt(ratios[k]) for k in RATIO_FIELDS)])
         lines += _align(ratio_rows)
         lines.append(
             "  (time and us/grad ratios < 1 and ESS ratios > 1 favour ppl; 'excl.compile' "
@@ -319,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=(
-            "Benchmark ppl against NumPyro and BlackJAX on the same models, side by side. "
-            "Each (sampler, model) is measured in a fresh Python process."
+            "Benchmark ppl against NumPyro, BlackJAX and nutpie on the same models, side by "
+            "side. Each (sampler, model) is measured in a fresh Python process."
         ),
     )
     parser.add_argument(
@@ -335,7 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--samplers",
         default=",".join(SAMPLERS),
-        help=f"comma-separated samplers (default: {','.join(SAMPLERS)})",
+        help=(
+            f"comma-separated samplers, each name[:option=value...] (default: "
+            f"{','.join(SAMPLERS)}); options go to ppl's NUTS or to nutpie.sample, e.g. "
+            "ppl,ppl:adaptation=stan,nutpie:adaptation=low_rank; ratios are the first ppl "
+            "entry over each other entry"
+        ),
+    )
+    parser.add_argument(
+        "--ppl-adaptation",
+        default=None,
+        metavar="NAME",
+        help=(
+            "adaptation= for ppl's NUTS (e.g. nutpie, stan) in every ppl entry that does not "
+            "set its own; passed only if the installed NUTS takes it"
+        ),
     )
     parser.add_argument("--chains", type=int, default=None, help="chains (default 4; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warmup (default 1000; quick 100)")
@@ -389,29 +436,35 @@ def main(argv: list[str] | None = None) -> int:
         choices = [parse_model(m, quick=args.quick) for m in _split(args.models or list(MODELS))]
     except ValueError as exc:
         parser.error(str(exc))
-    samplers = _split([args.samplers])
-    unknown = sorted(set(samplers) - set(SAMPLERS))
-    if unknown:
-        parser.error(f"unknown sampler(s) {unknown}; choose from {list(SAMPLERS)}")
+    try:
+        specs = [parse_sampler(text) for text in _split([args.samplers])]
+    except ValueError as exc:
+        parser.error(str(exc))
+    samplers = [spec.key for spec in specs]
+    repeated = sorted({key for key in samplers if samplers.count(key) > 1})
+    if repeated:
+        parser.error(f"sampler(s) given twice: {repeated}")
+    by_key = dict(zip(samplers, specs, strict=True))
 
-    available = []
     skipped: dict[str, str] = {}
-    for sampler in samplers:
-        if sampler_available(sampler):
-            available.append(sampler)
-        else:
-            skipped[sampler] = (
-                f"module {SAMPLER_MODULES[sampler]!r} is not importable "
-                '(install the peers with pip install -e ".[bench]")'
-            )
-            print(f"notice: skipping {sampler}: {skipped[sampler]}", flush=True)
+    for spec in specs:
+        missing = missing_modules(spec.name)
+        if missing:
+            hint = INSTALL_HINT.get(spec.name, 'install the peers with pip install -e ".[bench]"')
+            skipped[spec.key] = f"module(s) {missing} not importable ({hint})"
+            print(f"notice: skipping {spec.key}: {skipped[spec.key]}", flush=True)
 
     report: dict[str, Any] = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(
             ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
         ),
-        "settings": {**settings, "quick": args.quick, "samplers": samplers},
+        "settings": {
+            **settings,
+            "quick": args.quick,
+            "samplers": samplers,
+            "ppl_adaptation": args.ppl_adaptation,
+        },
         "isolation": "in-process" if args.in_process else "fresh process per (sampler, model)",
         "machine": machine_info(),
         "models": {},
@@ -427,11 +480,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {sampler} on {choice.key} ...", end=" ", flush=True)
             t0 = time.perf_counter()
             res = run_worker(
-                sampler,
+                by_key[sampler],
                 choice,
                 worker_settings,
                 timeout=args.timeout,
                 in_process=args.in_process,
+                ppl_adaptation=args.ppl_adaptation,
             )
             print(f"{res['status']} ({time.perf_counter() - t0:.1f} s)", flush=True)
             if res["status"] == "skipped":

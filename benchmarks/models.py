@@ -8,6 +8,8 @@ is stored in git); only eight schools reads its data from ``models/data``.
 
 A model is chosen by name with optional size parameters, ``name:key=value:...``,
 for example ``gaussian:dim=10`` or ``radon:counties=20:houses=200``.
+
+``benchmarks/pymc_models.py`` has the same models once more in PyMC (for nutpie).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
@@ -179,6 +182,101 @@ def radon_data(counties: int = 85, houses: int = 919, seed: int = 2) -> dict[str
     }
 
 
+# ---------------------------------------------------------------------- correlated Gaussian
+
+
+def correlated_gaussian(P: ModuleType) -> Callable[..., None]:
+    """A zero-mean multivariate normal with AR(1) correlation: a test of adaptation to
+    correlations (a diagonal mass matrix cannot remove them)."""
+
+    def correlated_gaussian_model(scale_tril):
+        P.sample(
+            "x", dist.MultivariateNormal(jnp.zeros(scale_tril.shape[0]), scale_tril=scale_tril)
+        )
+
+    return correlated_gaussian_model
+
+
+def ar1_correlation(dim: int, rho: float = 0.9) -> np.ndarray:
+    """The AR(1) correlation matrix ``rho ** |i - j|``, shape (dim, dim), float64.
+
+    Its eigenvalues lie in ((1 - rho) / (1 + rho), (1 + rho) / (1 - rho)), so it is
+    positive definite for |rho| < 1 (unlike the tridiagonal matrix with rho off the
+    diagonal, which is not for rho > 1 / (2 cos(pi / (dim + 1))), about 0.5)."""
+    index = np.arange(dim)
+    return rho ** np.abs(index[:, None] - index[None, :])
+
+
+def correlated_gaussian_data(dim: int = 50) -> dict[str, Any]:
+    """Unit variances, correlation 0.9 between neighbours (0.9^|i-j| in general): the
+    lower Cholesky factor of the covariance, float32, shape (dim, dim)."""
+    return {"scale_tril": jnp.asarray(np.linalg.cholesky(ar1_correlation(dim)), jnp.float32)}
+
+
+# ---------------------------------------------------------------------- stochastic volatility
+
+
+SV_TRUTH = {"mu": -1.0, "phi": 0.95, "sigma": 0.25}
+
+
+def stochastic_volatility(P: ModuleType) -> Callable[..., None]:
+    """Stan's stochastic-volatility model (Stan User's Guide, "Stochastic volatility
+    models", non-centered version), with a Beta prior on (phi + 1) / 2 as there.
+
+    Latent sites: ``mu`` ~ Cauchy(0, 10) (mean log volatility), ``phi_beta`` =
+    (phi + 1) / 2 ~ Beta(20, 1.5) (so phi, the persistence, is in (-1, 1)),
+    ``sigma`` ~ HalfCauchy(5) (volatility of the log volatility), and
+    ``h_std[T]`` ~ N(0, 1). The log volatility is h_t = mu + g_t with
+    g_1 = sigma h_std_1 / sqrt(1 - phi^2) and g_t = phi g_{t-1} + sigma h_std_t,
+    and the returns are y_t ~ N(0, exp(h_t / 2)). ``phi`` is a deterministic site.
+    """
+
+    def stochastic_volatility_model(y):
+        mu = P.sample("mu", dist.Cauchy(0.0, 10.0))
+        phi_beta = P.sample("phi_beta", dist.Beta(20.0, 1.5))
+        phi = P.deterministic("phi", 2.0 * phi_beta - 1.0)
+        sigma = P.sample("sigma", dist.HalfCauchy(5.0))
+        with P.plate("time", y.shape[0]):
+            h_std = P.sample("h_std", dist.Normal(0.0, 1.0))
+            h = mu + sv_log_volatility_offsets(h_std, phi, sigma)
+            # Prior draws of mu ~ Cauchy(0, 10) (as in ppl's or numpyro's model-tracing run)
+            # can put exp(h / 2) outside float32's range, which numpyro's argument check
+            # rejects; the log density itself does not need the check.
+            volatility = jnp.exp(h / 2.0)
+            P.sample("y", dist.Normal(0.0, volatility, validate_args=False), obs=y)
+
+    return stochastic_volatility_model
+
+
+def sv_log_volatility_offsets(h_std: jax.Array, phi: jax.Array, sigma: jax.Array) -> jax.Array:
+    """g (T,) with g_1 = sigma h_std_1 / sqrt(1 - phi^2), g_t = phi g_{t-1} + sigma h_std_t
+    (a ``lax.scan``): the stationary AR(1) deviations of the log volatility from mu."""
+    innovations = sigma * h_std
+    first = innovations[0] / jnp.sqrt(1.0 - phi**2)
+
+    def step(previous, innovation):
+        current = phi * previous + innovation
+        return current, current
+
+    _, rest = jax.lax.scan(step, first, innovations[1:])
+    return jnp.concatenate([first[None], rest])
+
+
+def stochastic_volatility_data(T: int = 500, seed: int = 3) -> dict[str, Any]:
+    """Returns simulated from the model with mu = -1, phi = 0.95, sigma = 0.25 (daily-like
+    returns with a volatility of about exp(-1 / 2) = 0.6), T of them, float32."""
+    if T < 2:
+        raise ValueError(f"stochastic_volatility needs T >= 2, got {T}")
+    rng = np.random.default_rng(seed)
+    mu, phi, sigma = SV_TRUTH["mu"], SV_TRUTH["phi"], SV_TRUTH["sigma"]
+    h = np.empty(T)
+    h[0] = mu + sigma / np.sqrt(1.0 - phi**2) * rng.normal()
+    for t in range(1, T):
+        h[t] = mu + phi * (h[t - 1] - mu) + sigma * rng.normal()
+    y = np.exp(h / 2.0) * rng.normal(size=T)
+    return {"y": jnp.asarray(y, dtype=jnp.float32)}
+
+
 # ---------------------------------------------------------------------- registry
 
 
@@ -214,6 +312,22 @@ MODELS: dict[str, BenchModel] = {
             radon_data,
             defaults={"counties": 85, "houses": 919},
             quick={"counties": 20, "houses": 200},
+        ),
+        BenchModel(
+            "correlated_gaussian",
+            "Gaussian with AR(1) correlation 0.9^|i-j|, unit variances",
+            correlated_gaussian,
+            correlated_gaussian_data,
+            defaults={"dim": 50},
+            quick={"dim": 10},
+        ),
+        BenchModel(
+            "stochastic_volatility",
+            "stochastic volatility (Stan's, non-centered), simulated returns",
+            stochastic_volatility,
+            stochastic_volatility_data,
+            defaults={"T": 500},
+            quick={"T": 100},
         ),
     )
 }

@@ -2,7 +2,9 @@
 
 ``python -m benchmarks.worker --sampler ppl --model eight_schools --chains 4
 --warmup 1000 --draws 1000 --seed 0`` prints one line ``BENCHMARK_RESULT {json}``
-on stdout (other output may precede it). In order, it
+on stdout (other output may precede it). ``--sampler`` takes a spec with options,
+e.g. ``ppl:adaptation=stan`` (see :func:`benchmarks.samplers.parse_sampler`). In
+order, it
 
 1. builds the model's data (untimed);
 2. *cold run*: the first run in this process, compilation included (seed ``seed``);
@@ -11,7 +13,8 @@ on stdout (other output may precede it). In order, it
 4. from the warm run's draws: bulk ESS (``arviz_stats.ess``) and R-hat of every
    element of every latent site on the constrained scale, and per-element means and
    standard deviations (used by the harness to compare samplers);
-5. times the gradient of the log density (see :func:`benchmarks.samplers.time_gradient`).
+5. times the gradient of the log density (see :func:`benchmarks.samplers.time_gradient`;
+   nutpie: :meth:`benchmarks.samplers.NutpieRunner.measure_gradient`).
 
 Import time is reported apart (``import_s``) and is not part of the cold time.
 """
@@ -91,8 +94,12 @@ def measure(
     seed: int,
     repeats: int = 1,
     quick: bool = False,
+    ppl_adaptation: str | None = None,
 ) -> dict[str, Any]:
     """Run the cold and warm runs and every measurement of one (sampler, model) pair.
+
+    ``sampler`` is a spec, ``name[:key=value...]``; ``ppl_adaptation`` is passed to ppl's
+    NUTS as ``adaptation`` when it takes one (see :class:`benchmarks.samplers.Runner`).
 
     With ``repeats > 1`` there are that many warm runs (seeds ``seed + 1``, ``seed + 2``,
     ...); the top-level warm-run fields are then medians over them (each run is kept
@@ -101,14 +108,14 @@ def measure(
     t_import = time.perf_counter()
     import jax
     import numpy as np
-    from jax.flatten_util import ravel_pytree
 
     from benchmarks.models import parse_model
-    from benchmarks.samplers import RUNNERS, CompileClock, Settings, time_gradient
+    from benchmarks.samplers import RUNNERS, CompileClock, Settings, parse_sampler
 
     CompileClock.install()
     choice = parse_model(model, quick=quick)
-    runner_cls = RUNNERS[sampler]
+    spec = parse_sampler(sampler)
+    runner_cls = RUNNERS[spec.name]
     settings = Settings(chains=chains, warmup=warmup, draws=draws)
     import_s = time.perf_counter() - t_import
 
@@ -117,7 +124,8 @@ def measure(
     data_s = time.perf_counter() - t_data
 
     t_setup = time.perf_counter()
-    runner = runner_cls(choice, data, settings)  # imports the sampler's library
+    # imports the sampler's library
+    runner = runner_cls(choice, data, settings, spec.options, ppl_adaptation=ppl_adaptation)
     import_s += time.perf_counter() - t_setup
 
     cold = runner.run(seed)
@@ -148,8 +156,8 @@ def measure(
                 "ess_per_kgrad": _ratio(1000.0 * min_ess, warm.n_grad),
             }
         )
-    value_and_grad, point = runner.gradient(seed)
-    grad_times = time_gradient(value_and_grad, point)
+    grad_times = runner.measure_gradient(seed)
+    dim = grad_times.pop("dim")
 
     def median(field: str) -> Any:
         values = [run[field] for run in warm_runs if run[field] is not None]
@@ -162,7 +170,9 @@ def measure(
     device = jax.devices()[0]
     return {
         "status": "ok",
-        "sampler": sampler,
+        "sampler": spec.key,
+        "sampler_name": spec.name,
+        "sampler_options": spec.options,
         "model": choice.key,
         "settings": {
             "chains": chains,
@@ -175,7 +185,7 @@ def measure(
         "versions": {"jax": jax.__version__, **runner.versions()},
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
         "pid": os.getpid(),
-        "dim": int(ravel_pytree(point)[0].shape[0]),
+        "dim": dim,
         "latent_sites": latent,
         "import_s": import_s,
         "data_s": data_s,
@@ -210,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.worker",
         description="Measure one sampler on one model (cold and warm runs) and print JSON.",
     )
-    parser.add_argument("--sampler", required=True, choices=("ppl", "numpyro", "blackjax"))
+    parser.add_argument(
+        "--sampler",
+        required=True,
+        help="name[:option=value...], name one of ppl, numpyro, blackjax, nutpie",
+    )
     parser.add_argument("--model", required=True, help="model[:param=value...]")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1000)
@@ -218,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="warm runs (medians reported)")
     parser.add_argument("--quick", action="store_true", help="quick model sizes")
+    parser.add_argument(
+        "--ppl-adaptation", default=None, help="adaptation= for ppl's NUTS, if it takes one"
+    )
     return parser
 
 
@@ -232,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         repeats=args.repeats,
         quick=args.quick,
+        ppl_adaptation=args.ppl_adaptation,
     )
     sys.stdout.write(MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()
