@@ -165,6 +165,8 @@ class RunResult:
         wall_s: wall time of the run.
         compile_s: time spent tracing, lowering and compiling JAX programs during the run.
         step_size: adapted step size per chain.
+        n_grad_warmup: gradient evaluations of the warmup (and of an initialisation such as
+            Pathfinder), all chains, where the sampler reports them (ppl); else None.
     """
 
     samples: dict[str, np.ndarray]
@@ -173,6 +175,7 @@ class RunResult:
     wall_s: float
     compile_s: float
     step_size: list[float] = field(default_factory=list)
+    n_grad_warmup: int | None = None
 
 
 # ---------------------------------------------------------------------- compile time
@@ -444,19 +447,25 @@ class PplRunner(Runner):
             nuts_kwargs.update(passed)
             if not passed:
                 ignored.append(f"adaptation={self.ppl_adaptation} (NUTS takes no adaptation)")
-        unknown = sorted(set(self.spec_options) - set(_accepted(infer.NUTS, self.spec_options)))
+        # options MCMC takes and NUTS does not (e.g. init=pathfinder) go to MCMC
+        for_nuts = _accepted(infer.NUTS, self.spec_options)
+        for_mcmc = {
+            k: v for k, v in _accepted(infer.MCMC, self.spec_options).items() if k not in for_nuts
+        }
+        unknown = sorted(set(self.spec_options) - set(for_nuts) - set(for_mcmc))
         if unknown:
             raise ValueError(
                 f"ppl.infer.NUTS takes no option(s) {unknown} (from the sampler spec "
                 f"{format_sampler(self.name, self.spec_options)!r}); it takes "
                 f"{sorted(_init_parameters(infer.NUTS))}"
             )
-        nuts_kwargs.update(self.spec_options)
+        nuts_kwargs.update(for_nuts)
         mcmc_kwargs = {
             "num_warmup": self.settings.warmup,
             "num_samples": self.settings.draws,
             "num_chains": self.settings.chains,
             "chain_method": "vectorized",
+            **for_mcmc,
         }
         mcmc_kwargs.update(_accepted(infer.MCMC, {"progress_bar": False}))
         kernel = infer.NUTS(self.model, **nuts_kwargs)
@@ -483,6 +492,12 @@ class PplRunner(Runner):
         compile_s = CompileClock.seconds_since(mark)
         stats = self.mcmc.get_sample_stats()
         step_size = stats.get("step_size")
+        warmup_grads = getattr(self.mcmc.last_state, "num_steps_warmup", None)
+        if warmup_grads is not None:
+            warmup_grads = int(np.sum(warmup_grads))
+            pathfinder = getattr(self.mcmc, "pathfinder_", None)
+            if pathfinder is not None:
+                warmup_grads += int(pathfinder.num_gradient_evals)
         return RunResult(
             samples=_numpy_samples(samples),
             n_grad=int(np.sum(stats["n_steps"])),
@@ -490,6 +505,7 @@ class PplRunner(Runner):
             wall_s=wall,
             compile_s=compile_s,
             step_size=[] if step_size is None else np.asarray(step_size)[:, 0].tolist(),
+            n_grad_warmup=warmup_grads,
         )
 
     def _logdensity(self):
