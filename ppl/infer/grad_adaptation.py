@@ -408,6 +408,7 @@ class GradWarmupState(NamedTuple):
         buffer: a ``DrawGradBuffer`` for the low-rank metric, ``None`` for the diagonal one.
         hold_until: int32, the first iteration whose draw may feed the estimators again after
             a reset (see :func:`grad_warmup_after`); 0 otherwise.
+        resets: int32, the resets so far.
     """
 
     state: Any
@@ -418,6 +419,7 @@ class GradWarmupState(NamedTuple):
     background: DrawGradStats
     buffer: DrawGradBuffer | None
     hold_until: Array
+    resets: Array
 
 
 def grad_warmup_init(
@@ -482,6 +484,7 @@ def grad_warmup_init(
         background=stats,
         buffer=buffer,
         hold_until=jnp.zeros((), jnp.int32),
+        resets=jnp.zeros((), jnp.int32),
     )
 
 
@@ -519,6 +522,7 @@ def grad_warmup_after(
     dense: bool = False,
     saturation_steps: int | None = None,
     hold: int = 50,
+    max_resets: int = 2,
 ) -> GradWarmupState:
     """After a kernel step in warmup: dual averaging takes the acceptance statistic; a
     non-divergent draw in the collection phase enters both estimators (and the low-rank
@@ -531,6 +535,8 @@ def grad_warmup_after(
     maximum) during the collection phase resets the metric to the identity, empties the
     estimators, restarts dual averaging, and lets the chain move ``hold`` iterations on the
     identity (as Stan's initial fast window does) before draws feed the estimators again.
+    Saturation during that hold does not count (the identity may be a poor metric too), and a
+    chain is reset at most ``max_resets`` times.
 
     Args:
         warmup_state: the state before the step.
@@ -543,10 +549,16 @@ def grad_warmup_after(
         dense: the metric is kept as a dense matrix (see :func:`grad_warmup_init`).
         saturation_steps: leapfrog steps that mark a saturated transition (``None``: no reset).
         hold: iterations on the identity metric after a reset.
+        max_resets: the most resets per chain.
     """
     da = dual_averaging(target_accept=target_accept)
     if saturation_steps is not None:
-        reset = collect & (info.num_steps >= saturation_steps)
+        reset = (
+            collect
+            & (info.num_steps >= saturation_steps)
+            & (iteration >= warmup_state.hold_until)
+            & (warmup_state.resets < max_resets)
+        )
         warmup_state = jax.lax.cond(
             jnp.any(reset),  # cheap test first: resets are rare
             lambda w: _reset(w, reset, iteration + hold, target_accept),
@@ -628,6 +640,7 @@ def _reset(w: GradWarmupState, reset: Array, hold_until: Array, target_accept: f
         dual_averaging=pick(fresh_da, w.dual_averaging),
         buffer=buffer,
         hold_until=jnp.where(reset, hold_until.astype(jnp.int32), w.hold_until),
+        resets=w.resets + reset.astype(jnp.int32),
     )
 
 
