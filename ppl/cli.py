@@ -211,10 +211,10 @@ def _resume(args, argv: Sequence[str]) -> int:
         command=shlex.join(["ppl", *argv]),
         resume_state=state,
     )
-    return _finish_sample(tree, Path(args.out) if args.out else run_path, argv, args.strict)
+    return _finish_sample(tree, Path(args.out) if args.out else run_path, args.model, args.strict)
 
 
-def _finish_sample(tree, out: Path, argv: Sequence[str], strict: bool) -> int:
+def _finish_sample(tree, out: Path, model: str, strict: bool) -> int:
     """Save the run; report an interruption (exit 130) or the verdict."""
     from ppl.report import assess
     from ppl.runs import incomplete_draws, save_run
@@ -224,7 +224,7 @@ def _finish_sample(tree, out: Path, argv: Sequence[str], strict: bool) -> int:
     if kept is not None:
         print(
             f"ppl: interrupted: saved {out} with {kept} draws per chain (incomplete); "
-            f"continue with: ppl sample {shlex.quote(_model_arg(argv))} --resume {out}",
+            f"continue with: ppl sample {shlex.quote(model)} --resume {out}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
@@ -232,36 +232,6 @@ def _finish_sample(tree, out: Path, argv: Sequence[str], strict: bool) -> int:
     print(f"saved {out}")
     print(assessment.text())
     return _verdict_exit(assessment, strict)
-
-
-def _model_arg(argv: Sequence[str]) -> str:
-    """The MODEL argument of a ``sample`` command line."""
-    rest = list(argv)[list(argv).index("sample") + 1 :] if "sample" in argv else list(argv)
-    with_value = {
-        "--data",
-        "--out",
-        "-o",
-        "--method",
-        "--chains",
-        "--warmup",
-        "--draws",
-        "--seed",
-        "--max-tree-depth",
-        "--target-accept",
-        "--num-steps",
-        "--steps",
-        "--learning-rate",
-        "--resume",
-    }
-    skip = False
-    for item in rest:
-        if skip:
-            skip = False
-        elif item in with_value:
-            skip = True
-        elif not item.startswith("-"):
-            return item
-    return "MODEL"
 
 
 def _verdict_exit(assessment, strict: bool) -> int:
@@ -331,7 +301,7 @@ def _sample(args, argv: Sequence[str]) -> int:
         data_source=data_source,
         command=shlex.join(["ppl", *argv]),
     )
-    return _finish_sample(tree, out, argv, args.strict)
+    return _finish_sample(tree, out, args.model, args.strict)
 
 
 def _summary(args) -> int:

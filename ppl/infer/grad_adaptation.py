@@ -129,7 +129,7 @@ def grad_diagonal(stats: DrawGradStats) -> Array:
     return jnp.clip(ratio, _DIAG_MIN, _DIAG_MAX)
 
 
-def _initial_diagonal(grad: Array) -> Array:
+def initial_diagonal(grad: Array) -> Array:
     """The inverse mass diagonal before any draw: ``1/|∇log π(x₀)|`` (1 where that is not finite
     and positive), clipped to ``[1e-20, 1e20]``. Shape ``(dim,)``."""
     inv = 1.0 / jnp.abs(grad)
@@ -443,7 +443,7 @@ def grad_warmup_init(
     low_rank: LowRankSettings | None = None,
     buffer_rows: int = 1,
     dense: bool = False,
-    initial_diagonal: Array | None = None,
+    initial_inverse_mass_diag: Array | None = None,
 ) -> GradWarmupState:
     """The warmup state at ``position (dim,)``: the initial point enters the estimators and the
     metric starts at ``1/|∇log π(x₀)|``.
@@ -458,7 +458,7 @@ def grad_warmup_init(
         dense: keep the metric as a dense ``(dim, dim)`` matrix (the low-rank estimate at
             ``rank = dim`` and ``cutoff = 1`` is a full SPD matrix; the dense form makes each
             leapfrog one matrix-vector product).
-        initial_diagonal: ``(dim,)`` inverse mass diagonal to start from (e.g. from
+        initial_inverse_mass_diag: ``(dim,)`` inverse mass diagonal to start from (e.g. from
             Pathfinder) instead of ``1/|∇log π(x₀)|``.
     """
     position = jnp.asarray(position)
@@ -467,10 +467,10 @@ def grad_warmup_init(
     state = hmc.init(position, logdensity_fn)
     dim, dtype = position.shape[0], position.dtype
     stats = stats_update(stats_init(dim, dtype), state.position, state.grad, 1.0)
-    if initial_diagonal is None:
-        diag = _initial_diagonal(state.grad).astype(dtype)
+    if initial_inverse_mass_diag is None:
+        diag = initial_diagonal(state.grad).astype(dtype)
     else:
-        diag = jnp.asarray(initial_diagonal, dtype)
+        diag = jnp.asarray(initial_inverse_mass_diag, dtype)
     buffer = None
     metric: Any = diag
     if low_rank is not None:
@@ -665,6 +665,3 @@ def grad_warmup_final(warmup_state: GradWarmupState) -> tuple[Any, Array, Any]:
         step_size.astype(warmup_state.step_size.dtype),
         (warmup_state.inverse_mass_matrix),
     )
-
-
-initial_diagonal = _initial_diagonal

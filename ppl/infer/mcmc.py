@@ -340,7 +340,7 @@ class _GradWarmup:
         return grad_warmup_init(
             position,
             ld,
-            initial_diagonal=inverse_mass_diag,
+            initial_inverse_mass_diag=inverse_mass_diag,
             initial_step_size=self.kernel.step_size,
             target_accept=self.kernel.target_accept_prob,
             low_rank=self.low_rank,
