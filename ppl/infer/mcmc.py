@@ -141,6 +141,18 @@ class _Kernel:
         """``(key, state, step_size, inverse_mass_matrix) -> (state, info)``."""
         raise NotImplementedError
 
+    #: True for kernels whose program runs all chains at once (ensemble adaptation, e.g.
+    #: ChEES): MCMC then compiles the program as it is instead of vmapping it over chains.
+    chains_batched: bool = False
+
+    def program(self, template: LogDensity, mcmc: MCMC) -> _Program:
+        """The functions MCMC compiles: ``init``, ``empty_draws``, ``advance``, ``finish``.
+
+        Per chain (vmapped by MCMC) unless :attr:`chains_batched`; see :class:`_Program`
+        for their signatures. Ensemble kernels return their own program here.
+        """
+        return _Program(template, self, mcmc)
+
 
 class NUTS(_Kernel):
     """The No-U-Turn Sampler (Stan's multinomial variant) with gradient-based warmup.
@@ -552,6 +564,11 @@ class MCMC:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if chain_method not in CHAIN_METHODS:
             raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
+        if kernel.chains_batched and chain_method == "sequential":
+            raise ValueError(
+                f"{type(kernel).__name__} adapts across chains: it cannot run them one at a "
+                "time (chain_method='sequential')"
+            )
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         if init not in (None, "pathfinder"):
@@ -622,11 +639,15 @@ class MCMC:
             self.chain_method,
         )
         if key not in self._programs:
-            self._programs[key] = self._compile(_Program(ld, self.kernel, self))
+            self._programs[key] = self._compile(self.kernel.program(ld, self))
         return self._programs[key], ld.data_tree()
 
     def _compile(self, program: _Program) -> dict:
-        if self.chain_method == "sequential":
+        if self.kernel.chains_batched:
+
+            def batch(fn, axes):
+                return fn
+        elif self.chain_method == "sequential":
 
             def batch(fn, axes):
                 return fn
