@@ -13,6 +13,7 @@ from ppl.infer.guides import (
 from ppl.infer.mcmc import HMC, MCMC, NUTS
 from ppl.infer.pathfinder import PathfinderResult, pathfinder, pathfinder_init
 from ppl.infer.predictive import Predictive, log_likelihood
+from ppl.infer.sharding import make_mesh
 from ppl.infer.svi import SVI, NonFiniteLossError, SVIRunResult, SVIState
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Trace_ELBO",
     "guide_to_datatree",
     "log_likelihood",
+    "make_mesh",
     "pathfinder",
     "pathfinder_init",
 ]

@@ -5,13 +5,15 @@ Stan's windowed warmup then sampling for every chain. The per-chain program
 (warmup iterations, the warmup-to-sampling switch, sampling iterations that
 write into preallocated draw buffers) is compiled once per model layout and
 settings; chains are vectorized with ``vmap`` ("vectorized"), split across
-devices with ``jax.sharding`` ("parallel"), or run one after another
-("sequential"). The program runs in chunks of iterations so that a progress
-bar can be updated from the host between chunks at no measurable cost; the
-random key of iteration ``i`` is ``fold_in(chain_key, i)``, so the draws do
-not depend on the chunking. A second ``run`` with new data of the same shapes
-reuses the compiled program. The API follows NumPyro's so that a NumPyro user
-only changes imports.
+devices with ``jax.sharding`` ("parallel", or any device mesh given as
+``mesh=``, optionally with the model's per-row data split over a "data" axis:
+see :mod:`ppl.infer.sharding`), or run one after another ("sequential"). The
+program runs in chunks of iterations so that a progress bar can be updated
+from the host between chunks at no measurable cost; the random key of
+iteration ``i`` is ``fold_in(chain_key, i)``, so the draws do not depend on
+the chunking. A second ``run`` with new data of the same shapes reuses the
+compiled program. The API follows NumPyro's so that a NumPyro user only
+changes imports.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -39,10 +41,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from ppl.density import FunctionLogDensity, LogDensity
 from ppl.infer import hmc, nuts
+from ppl.infer import sharding as _sharding
 from ppl.infer.adaptation import (
     dual_averaging,
     stan_window_schedule,
@@ -526,7 +529,9 @@ class MCMC:
         num_chains: number of chains.
         chain_method: "vectorized" (chains vmapped in one program), "parallel"
             (chains sharded over the available devices with ``jax.sharding``,
-            vmapped within each device) or "sequential" (one chain after another).
+            vmapped within each device: the same as ``mesh=make_mesh(chains=k)`` with
+            ``k`` the largest device count that divides ``num_chains``) or "sequential"
+            (one chain after another).
         thinning: keep every ``thinning``-th draw.
         progress_bar: show the phase, iterations per second and divergences,
             updated from the host between chunks of iterations.
@@ -537,6 +542,19 @@ class MCMC:
             covariance's diagonal as the inverse mass matrix; the result is kept in
             ``mcmc.pathfinder_`` (with its gradient count). Default: the kernel's
             ``init_strategy``. Ignored when ``run`` is given ``init_params``.
+        mesh: a :class:`jax.sharding.Mesh` with a ``"chain"`` axis and/or a ``"data"``
+            axis (e.g. from :func:`ppl.infer.sharding.make_mesh`): chains are split over
+            ``"chain"`` (``num_chains`` must be a multiple of its size), each device
+            running its own chains, and the arguments named in ``shard_data`` over
+            ``"data"``; in a ``jax.distributed`` run the mesh may span every process's
+            devices. The draws equal the single-device draws up to the order of
+            floating-point sums. Not with ``chain_method="sequential"``. See the guide
+            page "Scaling out".
+        shard_data: names of the model's arguments holding per-row data (each array in
+            them has the rows along its first axis), split over the mesh's ``"data"``
+            axis: each device evaluates the log-likelihood of its rows and XLA sums the
+            partial results (and gradients) across devices. The row count must be a
+            multiple of the data axis size (the error names the argument otherwise).
     """
 
     def __init__(
@@ -551,6 +569,8 @@ class MCMC:
         progress_bar: bool = True,
         chunk_size: int | None = None,
         init: str | None = None,
+        mesh: Mesh | None = None,
+        shard_data: tuple[str, ...] | list[str] | str = (),
     ):
         if not isinstance(kernel, _Kernel):
             raise TypeError(f"kernel must be NUTS(...) or HMC(...), got {kernel!r}")
@@ -573,6 +593,28 @@ class MCMC:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         if init not in (None, "pathfinder"):
             raise ValueError(f"init must be None or 'pathfinder', got {init!r}")
+        shard_data = (shard_data,) if isinstance(shard_data, str) else tuple(shard_data)
+        if mesh is not None:
+            if chain_method == "sequential":
+                raise ValueError(
+                    "mesh= shards chains run together: use chain_method='vectorized' (the "
+                    "default) with it, not 'sequential'"
+                )
+            mesh = _sharding.check_mesh(mesh, num_chains)
+            data_size = mesh.shape.get("data", 1)
+            if data_size > 1 and not shard_data:
+                raise ValueError(
+                    f"the mesh has a 'data' axis of size {data_size} but shard_data= names no "
+                    "model argument to split over it: name the per-row data arguments, e.g. "
+                    "shard_data=('x', 'y')"
+                )
+        if shard_data and (mesh is None or "data" not in mesh.axis_names):
+            raise ValueError(
+                f"shard_data={shard_data} needs a mesh with a 'data' axis, e.g. "
+                "mesh=ppl.infer.sharding.make_mesh(chains=2, data=2)"
+            )
+        self.mesh = mesh
+        self.shard_data = shard_data
         self.init = init
         self.pathfinder_ = None
         self.kernel = kernel
@@ -588,6 +630,7 @@ class MCMC:
         self._draws: Draws | None = None
         self._last: SamplingState | None = None
         self._pending: _Pending | None = None
+        self._advance_args: Any = None  # abstract inputs of the last advance (compiled_hlo)
         self.complete = False
         self.num_completed_samples = 0
 
@@ -637,6 +680,7 @@ class MCMC:
             self.num_samples,
             self.thinning,
             self.chain_method,
+            self._mesh(),
         )
         if key not in self._programs:
             self._programs[key] = self._compile(self.kernel.program(ld, self))
@@ -652,9 +696,30 @@ class MCMC:
             def batch(fn, axes):
                 return fn
         else:
+            mesh = self._mesh()
+            if mesh is None or mesh.shape.get("chain", 1) == 1:
 
-            def batch(fn, axes):
-                return jax.vmap(fn, in_axes=axes)
+                def batch(fn, axes):
+                    return jax.vmap(fn, in_axes=axes)
+            else:
+                # Each device runs its own chains with its own loops. Left to XLA's automatic
+                # partitioning, a vmapped while loop (NUTS's tree building) stops when every
+                # chain is done: its predicate is a reduction over all chains, i.e. one
+                # cross-device all-reduce per iteration, which costs more than a small
+                # model's gradient. The "data" axis (if any) stays automatic: XLA sums the
+                # per-device partial log-likelihoods across it.
+                def batch(fn, axes):
+                    specs = tuple(
+                        PartitionSpec("chain") if a == 0 else PartitionSpec() for a in axes
+                    )
+                    return jax.shard_map(
+                        jax.vmap(fn, in_axes=axes),
+                        mesh=mesh,
+                        in_specs=specs,
+                        out_specs=PartitionSpec("chain"),
+                        axis_names={"chain"},
+                        check_vma=False,
+                    )
 
         return {
             "init": jax.jit(batch(program.init, (0, None, None))),
@@ -683,15 +748,39 @@ class MCMC:
             size = int(previous * _UPDATE_SECONDS / max(elapsed, 1e-4))
         return max(1, min(size, remaining))
 
-    def _shard(self, *arrays):
-        """Place chain-batched arrays on a device mesh along the chain axis."""
+    def _mesh(self) -> Mesh | None:
+        """The device mesh of this run: ``mesh=``, a chain mesh for "parallel", or None."""
+        if self.mesh is not None:
+            return self.mesh
         if self.chain_method != "parallel":
-            return arrays
+            return None
         devices = jax.devices()
         count = max(d for d in range(1, len(devices) + 1) if self.num_chains % d == 0)
-        mesh = jax.sharding.Mesh(np.array(devices[:count]), ("chain",))
-        sharding = NamedSharding(mesh, PartitionSpec("chain"))
-        return tuple(jax.device_put(a, sharding) for a in arrays)  # pytrees too
+        return _sharding.make_mesh(chains=count, devices=devices)
+
+    def _shard(self, *trees):
+        """Place chain-batched pytrees on the mesh: arrays with a leading axis of
+        ``num_chains`` split over "chain", the rest (ensemble-wide state of a
+        ``chains_batched`` kernel) replicated."""
+        mesh = self._mesh()
+        if mesh is None:
+            return trees
+        split = _sharding.chain_sharding(mesh)
+        whole = _sharding.replicated(mesh)
+
+        def sharding_of(x):
+            batched = np.ndim(x) >= 1 and np.shape(x)[0] == self.num_chains
+            return split if batched else whole
+
+        return tuple(_sharding.place(t, jax.tree.map(sharding_of, t)) for t in trees)
+
+    def _place_data(self, ld: LogDensity, data: dict) -> dict:
+        """The model's data on the mesh: ``shard_data`` rows over "data", the rest replicated."""
+        mesh = self._mesh()
+        if mesh is None:
+            return data
+        shardings = _sharding.data_shardings(ld, data, self.shard_data, mesh)
+        return _sharding.place(data, shardings)
 
     # ------------------------------------------------------------------ run
     def run(self, key: jax.Array, *args: Any, init_params: Any = None, **kwargs: Any) -> None:
@@ -738,6 +827,14 @@ class MCMC:
         inverse_mass_diag: jax.Array | None = None,
     ) -> None:
         fns, data = self._program(ld)
+        mesh = self._mesh()
+        data = self._place_data(ld, data)
+        # host-computed starts must agree exactly on every process of a distributed run
+        chain_keys, positions, inverse_mass_diag = _sharding.broadcast(
+            (chain_keys, positions, inverse_mass_diag), mesh
+        )
+        if mesh is not None and inverse_mass_diag is not None:
+            inverse_mass_diag = _sharding.place(inverse_mass_diag, _sharding.replicated(mesh))
         if self.chain_method == "sequential":
             segments = [
                 _Segment(chain_keys[c], positions[c], f"chain {c + 1} ")
@@ -747,6 +844,7 @@ class MCMC:
             chain_keys, positions = self._shard(chain_keys, positions)
             segments = [_Segment(chain_keys, positions, "")]
         self._pending = _Pending(fns, data, segments, inverse_mass_diag)
+        self._advance_fn, self._advance_args = fns["advance"], None
         self.logdensity_ = ld
         self._draws = self._last = None
         self.complete = False
@@ -787,20 +885,30 @@ class MCMC:
             return
         bar = _Progress(
             total,
-            enabled=self.progress_bar,
+            enabled=self.progress_bar and jax.process_index() == 0,
             label=segment.label,
             chains=1 if self.chain_method == "sequential" else self.num_chains,
             initial=segment.next_iteration,
         )
+        mesh = self._mesh()
         with bar:
             if segment.carry is None:
-                segment.carry = fns["init"](segment.positions, data, pending.inverse_mass_diag)
-                segment.draws = fns["empty_draws"](segment.positions)
+                carry = fns["init"](segment.positions, data, pending.inverse_mass_diag)
+                draws = fns["empty_draws"](segment.positions)
+                if self.chain_method != "sequential":  # XLA may leave fresh buffers on one device
+                    carry, draws = self._shard(carry, draws)
+                segment.carry, segment.draws = carry, draws
             for phase, end in (("warmup", self.num_warmup), ("sampling", total)):
                 n, elapsed = 0, 0.0
                 while segment.next_iteration < end:
                     start = segment.next_iteration
-                    n = self._next_chunk(n, elapsed, end - start)
+                    # every process must run the same chunks (the collectives pair up): in a
+                    # distributed run process 0's timing decides
+                    n = _sharding.broadcast_int(self._next_chunk(n, elapsed, end - start), mesh)
+                    if self._advance_args is None:
+                        self._advance_args = _abstract(
+                            (segment.keys, segment.carry, segment.draws, data)
+                        )
                     began = time.perf_counter()
                     # the results stand for the finished chunk even before they are computed,
                     # so an interrupt while waiting below loses nothing
@@ -809,15 +917,17 @@ class MCMC:
                         segment.carry,
                         segment.draws,
                         data,
-                        jnp.int32(start),
-                        jnp.int32(n),
+                        np.int32(start),  # host scalars: valid inputs across processes too
+                        np.int32(n),
                     )
                     segment.next_iteration = start + n
                     carry = segment.carry
                     divergent = (
                         carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
                     )
-                    bar.update(n, phase, divergent)  # reads the count: waits for the chunk
+                    if self.progress_bar:  # reading the count waits for the chunk
+                        divergent = int(np.sum(_sharding.to_host(divergent)))
+                    bar.update(n, phase, divergent)
                     elapsed = time.perf_counter() - began
 
     def _collect(self, pending: _Pending) -> None:
@@ -841,6 +951,8 @@ class MCMC:
             last, draws = jax.tree.map(lambda *xs: jnp.stack(xs), *results)
         else:
             last, draws = finish(segments[0].carry), segments[0].draws
+        # a distributed run gathers the results onto every process (a collective)
+        last, draws = _sharding.to_local((last, draws))
         draws = jax.tree.map(lambda x: x[:, :kept], draws)
         self._last, self._draws = jax.block_until_ready((last, draws))
         if kept == 0:
@@ -871,12 +983,13 @@ class MCMC:
                 continue
             keys = segment.keys
             typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
-            out[f"s{c}_keys"] = np.asarray(jax.random.key_data(keys) if typed else keys)
+            # gathered to host (across processes in a distributed run: a collective)
+            out[f"s{c}_keys"] = _sharding.to_host(keys)
             out[f"s{c}_typed"] = np.asarray(typed)
             out[f"s{c}_next"] = np.asarray(segment.next_iteration)
             leaves = jax.tree.leaves((segment.carry, segment.draws))
             for i, leaf in enumerate(leaves):
-                out[f"s{c}_leaf{i}"] = np.asarray(leaf)
+                out[f"s{c}_leaf{i}"] = _sharding.to_host(leaf)
         return out
 
     def _settings_fingerprint(self) -> tuple:
@@ -925,6 +1038,20 @@ class MCMC:
             segment.keys, segment.carry, segment.draws = keys, carry, draws
             segment.next_iteration = next_iteration
         self._continue()
+
+    def compiled_hlo(self) -> str:
+        """The optimized HLO of the compiled program that advances the chains, as the last
+        run compiled it for its inputs' shardings.
+
+        For checking how a sharded run is partitioned: with ``shard_data`` the parameters
+        hold each device's share of the rows (e.g. ``f64[500,20]`` for 1000 rows on a data
+        axis of 2) and ``all-reduce`` ops sum the partial log-likelihoods and gradients.
+        """
+        if self._advance_args is None:
+            raise RuntimeError("call MCMC.run(key, ...) before asking for its compiled program")
+        keys, carry, draws, data = self._advance_args
+        lowered = self._advance_fn.lower(keys, carry, draws, data, np.int32(0), np.int32(1))
+        return lowered.compile().as_text()
 
     # ------------------------------------------------------------------ results
     def _require_run(self) -> Draws:
@@ -1008,6 +1135,14 @@ class MCMC:
         print(f"Number of divergences: {divergences}")
 
 
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of a pytree of arrays (for lowering without the data)."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
+        tree,
+    )
+
+
 class _Progress:
     """A tqdm bar over iterations, updated between chunks (never inside compiled code)."""
 
@@ -1038,7 +1173,7 @@ class _Progress:
         if self.bar is None:
             return
         # reading the count waits for the chunk to finish, so the rate is real
-        divergent = int(np.sum(np.asarray(num_divergent)))
+        divergent = int(np.sum(_sharding.to_host(num_divergent)))
         now = time.perf_counter()
         rate = n * self.chains / max(now - self.last_time, 1e-9)
         self.last_time = now
