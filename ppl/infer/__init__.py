@@ -1,5 +1,6 @@
 """Inference: MCMC kernels and driver, variational inference, Pathfinder, predictive draws."""
 
+from ppl.infer.chees import ChEES
 from ppl.infer.elbo import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from ppl.infer.grad_adaptation import LowRankSettings
 from ppl.infer.guides import (
@@ -11,6 +12,7 @@ from ppl.infer.guides import (
     guide_to_datatree,
 )
 from ppl.infer.mcmc import HMC, MCMC, NUTS
+from ppl.infer.meads import MEADS
 from ppl.infer.pathfinder import PathfinderResult, pathfinder, pathfinder_init
 from ppl.infer.predictive import Predictive, log_likelihood
 from ppl.infer.sharding import make_mesh
@@ -19,6 +21,7 @@ from ppl.infer.svi import SVI, NonFiniteLossError, SVIRunResult, SVIState
 __all__ = [
     "HMC",
     "MCMC",
+    "MEADS",
     "NUTS",
     "SVI",
     "AutoDelta",
@@ -26,6 +29,7 @@ __all__ = [
     "AutoLowRankMultivariateNormal",
     "AutoMultivariateNormal",
     "AutoNormal",
+    "ChEES",
     "LowRankSettings",
     "NonFiniteLossError",
     "PathfinderResult",
