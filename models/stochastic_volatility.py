@@ -53,7 +53,10 @@ def model(y):
     phi = ppl.sample(
         "phi",
         dist.TransformedDistribution(
-            dist.Beta(20.0, 1.5), dist.transforms.AffineTransform(-1.0, 2.0)
+            dist.Beta(20.0, 1.5),
+            # domain= makes the support (-1, 1): without it the codomain, and so the
+            # unconstrained space, would be the whole real line, with NaN beyond |phi| = 1
+            dist.transforms.AffineTransform(-1.0, 2.0, domain=dist.constraints.unit_interval),
         ),
     )
     sigma = ppl.sample("sigma", dist.HalfNormal(0.5))

@@ -70,6 +70,8 @@ CHAIN_METHODS = ("vectorized", "parallel", "sequential")
 ADAPTATIONS = ("nutpie", "stan")
 METRICS = ("diag", "low_rank", "dense")
 _UPDATE_SECONDS = 0.5  # target time between progress-bar updates
+_PROGRAM_CACHE: dict = {}  # (layout, settings) -> (template LogDensity, compiled functions)
+_PROGRAM_CACHE_SIZE = 16
 
 
 # ---------------------------------------------------------------------- kernels
@@ -626,7 +628,6 @@ class MCMC:
         self.progress_bar = progress_bar
         self.chunk_size = chunk_size
         self.logdensity_: LogDensity | None = None
-        self._programs: dict = {}
         self._draws: Draws | None = None
         self._last: SamplingState | None = None
         self._pending: _Pending | None = None
@@ -671,20 +672,31 @@ class MCMC:
         return theta
 
     def _program(self, ld: LogDensity) -> tuple[dict, dict]:
-        """The compiled functions for this log density's layout, and its array data."""
+        """The compiled functions for this log density's layout, and its array data.
+
+        Programs are shared by every ``MCMC`` in the process (a small LRU cache): a second
+        ``MCMC`` with the same model layout and settings, e.g. in a notebook or a test that
+        builds a fresh one, reuses the compiled chains instead of compiling them again.
+        """
         layout = ld.layout_key()
         key = (
             ("id", id(ld)) if layout is None else layout,
             self.kernel.settings(),
             self.num_warmup,
             self.num_samples,
+            self.num_chains,
             self.thinning,
             self.chain_method,
             self._mesh(),
         )
-        if key not in self._programs:
-            self._programs[key] = self._compile(self.kernel.program(ld, self))
-        return self._programs[key], ld.data_tree()
+        entry = _PROGRAM_CACHE.pop(key, None)
+        if entry is None:
+            # the entry holds ld, so an id() key cannot be reused by another object meanwhile
+            entry = (ld, self._compile(self.kernel.program(ld, self)))
+        _PROGRAM_CACHE[key] = entry  # most recently used last
+        while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+            _PROGRAM_CACHE.pop(next(iter(_PROGRAM_CACHE)))
+        return entry[1], ld.data_tree()
 
     def _compile(self, program: _Program) -> dict:
         if self.kernel.chains_batched:

@@ -178,20 +178,31 @@ def normal_mean(y):
 
 
 def test_second_run_with_new_data_reuses_the_compiled_program():
+    from ppl.infer import mcmc as mcmc_module
+
+    cache = mcmc_module._PROGRAM_CACHE
+    cache.clear()
     mcmc = MCMC(NUTS(normal_mean), num_warmup=50, num_samples=50, num_chains=2, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), jnp.zeros(5))
     first = float(mcmc.get_samples()["mu"].mean())
     mcmc.run(jax.random.PRNGKey(0), jnp.full(5, 10.0))
     second = float(mcmc.get_samples()["mu"].mean())
-    assert len(mcmc._programs) == 1
-    fns = next(iter(mcmc._programs.values()))
+    assert len(cache) == 1
+    _, fns = next(iter(cache.values()))
     for name in ("init", "empty_draws", "advance", "finish"):
         assert fns[name]._cache_size() == 1, name
     # the new data were used: the posterior mean moved from ~0 to ~10 (sd 1/sqrt(5))
     assert abs(first) < 2.0 and abs(second - 10.0) < 2.0
+    # a fresh MCMC with the same settings shares the program; another setting does not
+    again = MCMC(NUTS(normal_mean), num_warmup=50, num_samples=50, num_chains=2, progress_bar=False)
+    again.run(jax.random.PRNGKey(1), jnp.zeros(5))
+    assert len(cache) == 1 and fns["advance"]._cache_size() == 1
+    other = MCMC(NUTS(normal_mean), num_warmup=60, num_samples=50, num_chains=2, progress_bar=False)
+    other.run(jax.random.PRNGKey(1), jnp.zeros(5))
+    assert len(cache) == 2
     # other shapes compile a new program
     mcmc.run(jax.random.PRNGKey(0), jnp.zeros(7))
-    assert len(mcmc._programs) == 2
+    assert len(cache) == 3
 
 
 def test_plain_logdensity_function_with_init_params():
