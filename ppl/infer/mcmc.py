@@ -66,7 +66,7 @@ from ppl.infer.grad_adaptation import (
 
 __all__ = ["HMC", "MCMC", "NUTS"]
 
-CHAIN_METHODS = ("vectorized", "parallel", "sequential")
+CHAIN_METHODS = ("auto", "vectorized", "looped", "parallel", "sequential")
 ADAPTATIONS = ("nutpie", "stan")
 METRICS = ("diag", "low_rank", "dense")
 _UPDATE_SECONDS = 0.5  # target time between progress-bar updates
@@ -529,7 +529,12 @@ class MCMC:
             <= 1.01 and bulk ESS >= 400 with it (see ``benchmarks/README.md``).
         num_samples: kept draws per chain (after thinning).
         num_chains: number of chains.
-        chain_method: "vectorized" (chains vmapped in one program), "parallel"
+        chain_method: "auto" (the default: "looped" on a CPU, where one chain at a time
+            runs NUTS up to 3x faster than vmapped chains; "vectorized" on an accelerator,
+            with a mesh, or for kernels that adapt across chains), "vectorized" (chains
+            vmapped in one program), "looped" (chains in one program, one after another
+            inside it with ``lax.map``: one progress bar, interrupts keep every chain's
+            draws so far), "parallel"
             (chains sharded over the available devices with ``jax.sharding``,
             vmapped within each device: the same as ``mesh=make_mesh(chains=k)`` with
             ``k`` the largest device count that divides ``num_chains``) or "sequential"
@@ -566,7 +571,7 @@ class MCMC:
         num_warmup: int = 500,
         num_samples: int = 1000,
         num_chains: int = 4,
-        chain_method: str = "vectorized",
+        chain_method: str = "auto",
         thinning: int = 1,
         progress_bar: bool = True,
         chunk_size: int | None = None,
@@ -586,10 +591,12 @@ class MCMC:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if chain_method not in CHAIN_METHODS:
             raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
-        if kernel.chains_batched and chain_method == "sequential":
+        if chain_method == "auto":
+            chain_method = _auto_chain_method(kernel, mesh)
+        if kernel.chains_batched and chain_method in ("sequential", "looped"):
             raise ValueError(
                 f"{type(kernel).__name__} adapts across chains: it cannot run them one at a "
-                "time (chain_method='sequential')"
+                f"time (chain_method={chain_method!r})"
             )
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
@@ -597,10 +604,10 @@ class MCMC:
             raise ValueError(f"init must be None or 'pathfinder', got {init!r}")
         shard_data = (shard_data,) if isinstance(shard_data, str) else tuple(shard_data)
         if mesh is not None:
-            if chain_method == "sequential":
+            if chain_method in ("sequential", "looped"):
                 raise ValueError(
-                    "mesh= shards chains run together: use chain_method='vectorized' (the "
-                    "default) with it, not 'sequential'"
+                    "mesh= shards chains run together: use chain_method='auto' (the "
+                    f"default) or 'vectorized' with it, not {chain_method!r}"
                 )
             mesh = _sharding.check_mesh(mesh, num_chains)
             data_size = mesh.shape.get("data", 1)
@@ -707,6 +714,10 @@ class MCMC:
 
             def batch(fn, axes):
                 return fn
+        elif self.chain_method == "looped":
+
+            def batch(fn, axes):
+                return _map_over_chains(fn, axes)
         else:
             mesh = self._mesh()
             if mesh is None or mesh.shape.get("chain", 1) == 1:
@@ -1153,6 +1164,40 @@ def _abstract(tree: Any) -> Any:
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
         tree,
     )
+
+
+def _auto_chain_method(kernel: _Kernel, mesh: Mesh | None) -> str:
+    """``chain_method="auto"``: how to run the chains on this backend.
+
+    On a CPU, one chain after another inside one program ("looped"): a vmapped NUTS
+    transition turns its tree-building while loop into a batched one, which selects every
+    element of the loop state (checkpoints included) for every chain at every leapfrog
+    step and waits for the longest tree, while one chain at a time updates its state in
+    place. Measured with
+    ``python -m benchmarks`` on a 2-core CPU: 2.9x the ESS per second on eight schools and
+    on the 100-d Gaussian, level on radon (whose gradient dominates). On accelerators, and
+    for kernels that adapt across chains (ChEES, MEADS) or runs on a device mesh, the chains
+    run together ("vectorized").
+    """
+    if kernel.chains_batched or mesh is not None or jax.default_backend() != "cpu":
+        return "vectorized"
+    return "looped"
+
+
+def _map_over_chains(fn: Callable, axes: tuple) -> Callable:
+    """``fn`` over a leading chain axis of the arguments whose axis is 0, one chain after
+    another inside the compiled program (``lax.map``); the others are shared."""
+
+    def mapped(*args):
+        chained = [a for a, axis in zip(args, axes, strict=True) if axis == 0]
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, axes, strict=True)))
+
+        return jax.lax.map(one, chained)
+
+    return mapped
 
 
 class _Progress:

@@ -117,7 +117,7 @@ def test_sequential_equals_vectorized():
     scales = jnp.array([1.0, 3.0])
     runs = {}
     with jax.enable_x64(True):
-        for method in ("vectorized", "sequential"):
+        for method in ("vectorized", "looped", "sequential"):
             mcmc = MCMC(
                 NUTS(gaussian(scales)),
                 num_warmup=50,
@@ -129,6 +129,16 @@ def test_sequential_equals_vectorized():
             mcmc.run(jax.random.PRNGKey(4))
             runs[method] = np.asarray(mcmc.get_samples()["x"])
     np.testing.assert_allclose(runs["vectorized"], runs["sequential"], rtol=1e-6, atol=1e-8)
+    # looped and sequential run the same per-chain program: identical draws
+    np.testing.assert_array_equal(runs["looped"], runs["sequential"])
+
+
+def test_auto_chain_method_loops_over_chains_on_cpu():
+    assert jax.default_backend() == "cpu"
+    assert MCMC(NUTS(gaussian(jnp.ones(2)))).chain_method == "looped"
+    assert MCMC(NUTS(gaussian(jnp.ones(2))), chain_method="vectorized").chain_method == (
+        "vectorized"
+    )
 
 
 def test_chunking_does_not_change_draws():
