@@ -1,10 +1,12 @@
 """One runner per sampler: the same model, settings and initialisation for each.
 
 Every runner samples with NUTS, a diagonal mass matrix adapted by a windowed
-warmup, target acceptance 0.8, maximum tree depth 10, all chains vectorized with
-``vmap`` in one program, starting points uniform in (-2, 2) on the unconstrained
-scale. A runner's :meth:`run` is the timed unit: from the call to the sampler
-to the constrained draws of every site as blocked device arrays.
+warmup, target acceptance 0.8, maximum tree depth 10, all chains in one program
+(vmapped for NumPyro and BlackJAX; ppl with its default ``chain_method="auto"``, which
+loops over the chains inside the program on a CPU and vmaps them on an accelerator;
+``ppl:chain_method=vectorized`` vmaps them everywhere), starting points uniform in
+(-2, 2) on the unconstrained scale. A runner's :meth:`run` is the timed unit: from the
+call to the sampler to the constrained draws of every site as blocked device arrays.
 
 - ``ppl``: ``ppl.infer.MCMC(ppl.infer.NUTS(model))`` on the ppl version of the model.
 - ``numpyro``: ``numpyro.infer.MCMC(numpyro.infer.NUTS(model))`` on the numpyro version.
@@ -464,7 +466,6 @@ class PplRunner(Runner):
             "num_warmup": self.settings.warmup,
             "num_samples": self.settings.draws,
             "num_chains": self.settings.chains,
-            "chain_method": "vectorized",
             **for_mcmc,
         }
         mcmc_kwargs.update(_accepted(infer.MCMC, {"progress_bar": False}))
