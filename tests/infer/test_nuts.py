@@ -396,3 +396,23 @@ def test_agrees_with_blackjax(name, step_size):
             array_stats.mcse(b, chain_axis=0, draw_axis=1, method="mean"),
         )
         assert np.all(np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))) < 5 * se)
+
+
+def test_leaf_uniforms_are_jax_threefry():
+    """The unrolled Threefry-2x32 of the leaf draws is jax.random's own block cipher, and the
+    leaf uniforms lie in [0, 1) with the moments of a uniform (float32: 23 bits; float64: 53)."""
+    from jax.extend.random import threefry_2x32
+
+    rng = np.random.default_rng(0)
+    key = jnp.asarray(rng.integers(0, 2**32, 2, dtype=np.uint64).astype(np.uint32))
+    counts = jnp.asarray(rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32))
+    hi, lo = nuts.threefry2x32(key, (counts[:1000], counts[1000:]))
+    np.testing.assert_array_equal(np.concatenate([hi, lo]), threefry_2x32(key, counts))
+    leaves = jnp.arange(1, 200_001)
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            u = np.asarray(jax.vmap(lambda n, d=dtype: nuts.leaf_uniform(key, n, d))(leaves))
+        assert u.dtype == dtype and u.min() >= 0.0 and u.max() < 1.0
+        # mean 1/2 and variance 1/12, each within 5 standard errors
+        assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / u.size)
+        assert abs(u.var() - 1 / 12) < 5 * np.sqrt(1 / 180 / u.size)
