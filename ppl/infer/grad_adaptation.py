@@ -29,6 +29,7 @@ draws and gradients. The step size is in units of the integration time of one le
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -218,21 +219,18 @@ def _low_rank_numpy(draws, grads, weight, rank, cutoff, gamma):
         scale = np.sqrt(np.sqrt(np.sum(dx**2, 0)) / np.sqrt(np.sum(dg**2, 0)))
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     scale = np.clip(scale, np.sqrt(_DIAG_MIN), np.sqrt(_DIAG_MAX))
-    xr = (dx / (scale * n)).T  # (dim, n)
-    gr = (dg * scale / n).T
-    if dim <= 2 * n:  # the draws and gradients may span everything: the full space
-        basis, xp, gp = None, xr, gr
-    else:  # an orthonormal basis of their span
-        u, sv, _ = np.linalg.svd(np.concatenate([xr, gr], axis=1), full_matrices=False)
-        if not sv[0] > 0:
-            return scale, vectors, values
-        basis = u[:, sv > sv[0] * 2 * n * np.finfo(np.float64).eps]
-        xp = basis.T @ xr
-        gp = basis.T @ gr
-    k = xp.shape[0]
-    cov_x = xp @ xp.T / gamma + np.eye(k)
-    cov_g = gp @ gp.T / gamma + np.eye(k)
-    vals, vecs = np.linalg.eigh(spd_mean(cov_x, cov_g))
+    try:
+        # draws or gradients far out in a transient (a chain at log p = -1e12, say) can make
+        # the projected covariances too ill-conditioned for float64: then this window gets
+        # the diagonal alone (a later one, past the transient, gets its correction)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            found = _low_rank_directions(dx, dg, scale, n, gamma)
+    except np.linalg.LinAlgError:
+        found = None
+    if found is None:
+        return scale, vectors, values
+    vals, vecs, basis = found
+    k = vals.shape[0]
     extremeness = np.abs(np.log(vals))
     order = np.argsort(-extremeness)[: min(rank, k)]
     order = order[extremeness[order] > np.log(cutoff)]
@@ -242,6 +240,38 @@ def _low_rank_numpy(draws, grads, weight, rank, cutoff, gamma):
     if not (np.all(np.isfinite(values)) and np.all(np.isfinite(vectors))):
         return scale, np.zeros((dim, rank)), np.ones(rank)
     return scale, vectors, values
+
+
+def _low_rank_directions(dx, dg, scale, n, gamma):
+    """Eigenvalues ``(k,)`` and vectors ``(k, k)`` of the SPD mean of the rescaled draws' and
+    gradients' regularised covariances on the subspace they span, and that subspace's basis
+    ``(dim, k)`` (``None`` for the full space); ``None`` where they are not finite."""
+    dim = dx.shape[1]
+    xr = (dx / (scale * n)).T  # (dim, n)
+    gr = (dg * scale / n).T
+    if dim <= 2 * n:  # the draws and gradients may span everything: the full space
+        basis, xp, gp = None, xr, gr
+    else:  # an orthonormal basis of their span
+        u, sv, _ = np.linalg.svd(np.concatenate([xr, gr], axis=1), full_matrices=False)
+        if not sv[0] > 0:
+            return None
+        basis = u[:, sv > sv[0] * 2 * n * np.finfo(np.float64).eps]
+        xp = basis.T @ xr
+        gp = basis.T @ gr
+    k = xp.shape[0]
+    cov_x = xp @ xp.T / gamma + np.eye(k)
+    cov_g = gp @ gp.T / gamma + np.eye(k)
+    if not (np.all(np.isfinite(cov_x)) and np.all(np.isfinite(cov_g))):
+        return None
+    mean = spd_mean(cov_x, cov_g)
+    # the mean solves m C_g m = C_x: where precision was lost it does not
+    residual = np.linalg.norm(mean @ cov_g @ mean - cov_x) / np.linalg.norm(cov_x)
+    if not (np.all(np.isfinite(mean)) and residual < 1e-6):
+        return None
+    vals, vecs = np.linalg.eigh(mean)
+    if not (np.all(np.isfinite(vals)) and np.all(vals > 0)):
+        return None
+    return vals, vecs, basis
 
 
 @functools.cache
@@ -339,27 +369,35 @@ def grad_window_schedule(
     step_size_window: float = 0.15,
     early_switch_freq: int = 10,
     switch_freq: int = 80,
+    window_growth: float = 1.5,
     update_every: int = 10,
 ) -> GradWarmupSchedule:
     """nutpie's warmup schedule (nuts-rs defaults) as per-iteration flags.
 
     Every draw before the final ``step_size_window`` of warmup enters both the foreground and
     the background estimator (the initial point counts as one draw). After a draw, if the
-    background holds at least the switch frequency's number of draws (``early_switch_freq``
-    during the first ``early_window`` of warmup, ``switch_freq`` later) and a switch would
-    not run into the final window, the background becomes the foreground and a new empty
-    background starts. The metric is recomputed from the foreground after every draw (the
-    low-rank one at switches and every ``update_every`` draws) once it holds 3 draws.
+    background holds at least the current window's number of draws (``early_switch_freq``
+    during the first ``early_window`` of warmup; later ``switch_freq``, growing by
+    ``window_growth`` after each switch) and the next window would still end before the final
+    window, the background becomes the foreground and a new empty background starts. The
+    metric is recomputed from the foreground after every draw (the low-rank one at switches
+    and every ``update_every`` draws) once it holds 3 draws. The step-size heuristic runs and
+    dual averaging starts at iteration 0 and again after the first metric update; dual
+    averaging then runs to the end of warmup, whose averaged step size is used for sampling.
 
     Args:
         num_warmup: number of warmup iterations (a Python int ≥ 0).
         early_window, step_size_window: fractions of ``num_warmup``.
-        early_switch_freq, switch_freq: draws in the background before a switch.
+        early_switch_freq, switch_freq: draws in the background before a switch (early, and
+            the first window after the early phase).
+        window_growth: factor (≥ 1) by which each later window exceeds the one before.
         update_every: cadence of low-rank recomputation, in draws.
 
     Returns:
         A :class:`GradWarmupSchedule`.
     """
+    if not window_growth >= 1.0:
+        raise ValueError(f"window_growth must be >= 1, got {window_growth!r}")
     n = int(num_warmup)
     early_end = int(early_window * n)
     final_start = n - int(step_size_window * n)
@@ -369,6 +407,7 @@ def grad_window_schedule(
     restart = np.zeros(n, bool)
     fg_start = np.full(n, -1, np.int64)
     fg_begin, bg_begin, bg_count, fg_count = -1, -1, 1, 1
+    window = switch_freq
     first_update_done = False
     if n:
         restart[0] = True
@@ -376,11 +415,22 @@ def grad_window_schedule(
         collect[i] = True
         bg_count += 1
         fg_count += 1
-        freq = early_switch_freq if i < early_end else switch_freq
-        if bg_count >= freq and freq + i <= final_start:
+        early = i < early_end
+        if i == early_end:  # never shrink below what the background already holds
+            window = max(window, bg_count - 1)
+        freq = early_switch_freq if early else window
+        # round half up, as nuts-rs does
+        grown = (
+            early_switch_freq
+            if early
+            else max(window + 1, math.floor(window * window_growth + 0.5))
+        )
+        if bg_count >= freq and grown + i <= final_start:
             switch[i] = True
             fg_begin, fg_count = bg_begin, bg_count
             bg_begin, bg_count = i + 1, 0
+            if not early:
+                window = grown
         fg_start[i] = fg_begin
         if fg_count >= 3:
             update[i] = switch[i] or (i + 1) % update_every == 0 or not first_update_done
@@ -388,7 +438,6 @@ def grad_window_schedule(
                 restart[i + 1] = True
             first_update_done = True
     if 0 < final_start < n:
-        restart[final_start] = True
         update[final_start - 1] = True
     fg_start[final_start:] = fg_begin
     return GradWarmupSchedule(collect, switch, update, restart, fg_start)

@@ -120,6 +120,27 @@ def test_low_rank_metric_ignores_zero_weight_rows():
     np.testing.assert_allclose(a, b, rtol=1e-8)
 
 
+def test_low_rank_metric_falls_back_to_the_diagonal_on_a_transient():
+    """A draw and a gradient far out (a chain still in its transient) make the projected
+    covariances too ill-conditioned for float64 (numpy's eigh failed on them: stochastic
+    volatility, seed 0): that window gets the diagonal alone, and no error."""
+    rng = np.random.default_rng(7)
+    sigma = _ar1_cov(20)
+    xs = rng.multivariate_normal(np.zeros(20), sigma, size=40)
+    gs = -xs @ np.linalg.inv(sigma)
+    settings = LowRankSettings(rank=10, cutoff=2.0)
+    clean = low_rank_metric(jnp.asarray(xs), jnp.asarray(gs), jnp.ones(40), settings)
+    assert np.sum(np.asarray(clean.values) != 1.0) >= 3  # the correlation is corrected
+    xs[5] *= 1e10
+    gs[3] *= 1e10
+    far = low_rank_metric(jnp.asarray(xs), jnp.asarray(gs), jnp.ones(40), settings)
+    np.testing.assert_array_equal(far.values, 1.0)  # no direction corrected
+    dx, dg = xs - xs.mean(0), gs - gs.mean(0)
+    scale = np.sqrt(np.sqrt(np.sum(dx**2, 0)) / np.sqrt(np.sum(dg**2, 0)))
+    np.testing.assert_allclose(far.scale, scale, rtol=1e-5)  # nutpie's diagonal
+    np.testing.assert_allclose(low_rank_to_dense(far), np.diag(scale**2), rtol=1e-5)
+
+
 def _random_low_rank(dim=6, rank=3, seed=6):
     rng = np.random.default_rng(seed)
     q = np.linalg.qr(rng.normal(size=(dim, rank)))[0]
@@ -157,15 +178,22 @@ def test_grad_window_schedule_structure(num_warmup):
     assert not s.switch[final_start:].any()
     if num_warmup:
         assert s.restart[0]
+    # dual averaging restarts only after the first metric update: it runs on through the
+    # final window, as nuts-rs's does
+    assert s.restart.sum() <= 2 and not s.restart[3:].any()
     if num_warmup >= 10:
-        assert s.restart[final_start]
         assert s.update[final_start - 1]  # the final-window metric is fresh
-    # every switch leaves at least 10 (early) or 80 (late) draws in the new foreground
+    # every switch leaves at least 10 (early) or 80, 120, 180, ... (later) draws in the new
+    # foreground
     switches = np.flatnonzero(s.switch)
     early_end = int(0.3 * num_warmup)
-    previous = -1
+    previous, window = -1, 80
     for i in switches:
-        assert i - previous >= (10 if i < early_end else 80) - 1
+        if i < early_end:
+            assert i - previous >= 10 - 1
+        else:
+            assert i - previous >= window - 1
+            window = max(window + 1, int(window * 1.5 + 0.5))
         previous = i
     assert buffer_size(s) >= 1
 
@@ -174,9 +202,16 @@ def test_grad_window_schedule_1000_matches_nutpie_cadence():
     s = grad_window_schedule(1000)
     switches = np.flatnonzero(s.switch)
     assert list(switches[:3]) == [8, 18, 28]  # the initial point counts as the first draw
-    assert list(switches[-3:]) == [538, 618, 698]
-    assert list(np.flatnonzero(s.restart)) == [0, 2, 850]
-    assert buffer_size(s) == 850 - 619 + 1
+    # windows of 80 then 120 draws after the early 30%; the next (180) would run into the
+    # final 15%, so the last foreground (the background begun at 379) grows to the end of
+    # collection
+    assert list(switches[-3:]) == [298, 378, 498]
+    assert list(np.flatnonzero(s.restart)) == [0, 2]
+    assert buffer_size(s) == 850 - 379 + 1
+    constant = grad_window_schedule(1000, window_growth=1.0)  # nuts-rs still adds 1 per window
+    assert list(np.flatnonzero(constant.switch)[-3:]) == [541, 624, 708]
+    with pytest.raises(ValueError, match="window_growth"):
+        grad_window_schedule(100, window_growth=0.5)
 
 
 def _ld(cov):
