@@ -3,8 +3,9 @@
 Every runner samples with NUTS, a diagonal mass matrix adapted by a windowed
 warmup, target acceptance 0.8, maximum tree depth 10, all chains in one program
 (vmapped for NumPyro and BlackJAX; ppl with its default ``chain_method="auto"``, which
-loops over the chains inside the program on a CPU and vmaps them on an accelerator;
-``ppl:chain_method=vectorized`` vmaps them everywhere), starting points uniform in
+on a CPU loops over the chains inside the program, in one thread per core for equal
+groups of chains, and vmaps them on an accelerator; ``ppl:chain_method=looped`` uses one
+thread, ``ppl:chain_method=vectorized`` vmaps them everywhere), starting points uniform in
 (-2, 2) on the unconstrained scale. A runner's :meth:`run` is the timed unit: from the
 call to the sampler to the constrained draws of every site as blocked device arrays.
 

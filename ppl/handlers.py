@@ -56,11 +56,11 @@ class Messenger:
         self.fn = fn
 
     def __enter__(self):
-        runtime._HANDLER_STACK.append(self)
+        runtime.handler_stack().append(self)
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
-        stack = runtime._HANDLER_STACK
+        stack = runtime.handler_stack()
         in_order = bool(stack) and stack[-1] is self
         # unwind everything above and including this handler, even when a handler
         # entered inside it was never exited, so that the global stack stays clean

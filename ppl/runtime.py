@@ -25,9 +25,25 @@ Message keys:
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NamedTuple
 
-_HANDLER_STACK: list[Any] = []
+
+class _ThreadState(threading.local):
+    """Per-thread state: each thread has its own handler stack, so models traced in
+    different threads at once (e.g. by JAX in worker threads) do not see each other's
+    handlers."""
+
+    def __init__(self):
+        self.stack: list[Any] = []
+
+
+_STATE = _ThreadState()
+
+
+def handler_stack() -> list[Any]:
+    """The active handlers of the calling thread, outermost first (the live list)."""
+    return _STATE.stack
 
 
 class CondIndepStackFrame(NamedTuple):
@@ -70,7 +86,7 @@ def apply_stack(msg: dict, outer_of: Any = None) -> dict:
         outer_of: a handler on the stack; only the handlers outside it see the
             message (used by handlers that split a site in two).
     """
-    stack = _HANDLER_STACK
+    stack = _STATE.stack
     if outer_of is not None:
         stack = stack[: stack.index(outer_of)]
     # handlers from the innermost out, until one stops the message

@@ -192,7 +192,12 @@ def test_bad_run_is_not_trusted(workdir):
     )  # fmt: skip
     assert out.returncode == 1, out.stderr  # --strict: failed diagnostics
     assert "Verdict: DO NOT TRUST" in out.stdout
-    assert re.search(r"\[FAIL\] divergences: \d+ of 400 draws", out.stdout), out.stdout
+    # the centered funnel with 30 warmup iterations: stuck chains (R-hat) or divergences
+    # (which of the two depends on the seed), each reported
+    assert re.search(
+        r"\[(FAIL| ok )\] divergences: \d+ of 400 draws|divergences: no divergent", out.stdout
+    ), out.stdout
+    assert re.search(r"\[FAIL\] (R-hat|divergences): ", out.stdout), out.stdout
     tree = load_run(workdir / "bad.nc")
     assert tree["posterior"]["theta"].dims == ("chain", "draw", "school")
     assert "Centered eight schools" in tree.attrs["ppl_model_source"]

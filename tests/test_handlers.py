@@ -57,10 +57,10 @@ def get_trace(model, *args, rng_seed=0, **kwargs):
 @pytest.fixture(autouse=True)
 def _clean_handler_stack():
     """Every test starts and must end with an empty handler stack."""
-    runtime._HANDLER_STACK.clear()
+    runtime.handler_stack().clear()
     yield
-    leftover = list(runtime._HANDLER_STACK)
-    runtime._HANDLER_STACK.clear()
+    leftover = list(runtime.handler_stack())
+    runtime.handler_stack().clear()
     assert leftover == [], f"handlers left on the stack after the test: {leftover}"
 
 
@@ -928,9 +928,9 @@ def test_messenger_context_manager_and_wrapper():
         return ppl.sample("x", dist.Normal(0.0, 1.0), obs=1.0)
 
     with Recorder(log_cm, "r") as handler:
-        assert runtime._HANDLER_STACK == [handler]
+        assert runtime.handler_stack() == [handler]
         model()
-    assert runtime._HANDLER_STACK == []
+    assert runtime.handler_stack() == []
     assert float(Recorder(log_wrap, "r", fn=model)()) == 1.0
     assert log_cm == log_wrap == [("r", "process", "x"), ("r", "post", "x")]
 
@@ -964,7 +964,7 @@ def failing_model():
 def test_handler_stack_cleaned_after_exception(wrap):
     with pytest.raises((RuntimeError, ppl.MissingSeedError)):
         wrap(failing_model)()
-    assert runtime._HANDLER_STACK == []
+    assert runtime.handler_stack() == []
 
 
 def test_handler_stack_cleaned_after_error_in_site_validation():
@@ -974,11 +974,11 @@ def test_handler_stack_cleaned_after_error_in_site_validation():
 
     with pytest.raises(ValueError, match="support"):
         trace(seed(model, rng_seed=0)).get_trace()
-    assert runtime._HANDLER_STACK == []
+    assert runtime.handler_stack() == []
 
     with pytest.raises(ValueError, match="support"), trace(), seed(rng_seed=0):
         model()
-    assert runtime._HANDLER_STACK == []
+    assert runtime.handler_stack() == []
     # the stack still works afterwards
     assert list(get_trace(chain)) == ["x", "y", "z"]
 
@@ -992,6 +992,33 @@ def test_handler_stack_cleaned_after_out_of_order_exit():
 
     with pytest.raises(RuntimeError, match="out of order"):
         trace(leaky_model).get_trace()
-    leftover = list(runtime._HANDLER_STACK)
-    runtime._HANDLER_STACK.clear()
+    leftover = list(runtime.handler_stack())
+    runtime.handler_stack().clear()
     assert leftover == [], f"handlers left on the global stack after the error: {leftover}"
+
+
+def test_handler_stacks_are_per_thread():
+    """Each thread has its own handler stack: models traced in two threads at once (as JAX
+    may do in worker threads) each see only their own handlers."""
+    import threading
+
+    inside = threading.Barrier(2)
+
+    def run(value, out):
+        with trace() as tr, seed(rng_seed=value), condition(data={"x": float(value)}):
+            inside.wait()  # both threads are inside their handlers here
+            ppl.sample("x", dist.Normal(0.0, 1.0))
+            ppl.sample("y", dist.Normal(0.0, 1.0))
+            inside.wait()
+        out[value] = tr
+
+    out = {}
+    threads = [threading.Thread(target=run, args=(v, out)) for v in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for value in (1, 2):
+        assert list(out[value]) == ["x", "y"]
+        assert float(out[value]["x"]["value"]) == value
+    assert runtime.handler_stack() == []

@@ -24,10 +24,10 @@ def get_trace(model, *args, rng_seed=0, **kwargs):
 @pytest.fixture(autouse=True)
 def _clean_handler_stack():
     """Every test starts and must end with an empty handler stack."""
-    runtime._HANDLER_STACK.clear()
+    runtime.handler_stack().clear()
     yield
-    leftover = list(runtime._HANDLER_STACK)
-    runtime._HANDLER_STACK.clear()
+    leftover = list(runtime.handler_stack())
+    runtime.handler_stack().clear()
     assert leftover == [], f"handlers left on the stack after the test: {leftover}"
 
 
@@ -612,7 +612,7 @@ def test_error_inside_plate_leaves_stack_clean():
 
     with pytest.raises(ValueError, match="plate 'N'"):
         get_trace(model)
-    assert runtime._HANDLER_STACK == []
+    assert runtime.handler_stack() == []
 
 
 def test_nan_error_advice_to_mask_works():

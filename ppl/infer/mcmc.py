@@ -7,7 +7,9 @@ write into preallocated draw buffers) is compiled once per model layout and
 settings; chains are vectorized with ``vmap`` ("vectorized"), split across
 devices with ``jax.sharding`` ("parallel", or any device mesh given as
 ``mesh=``, optionally with the model's per-row data split over a "data" axis:
-see :mod:`ppl.infer.sharding`), or run one after another ("sequential"). The
+see :mod:`ppl.infer.sharding`), looped inside one program ("looped"), split into
+groups that run at once on the CPU's cores, each group looped ("threaded", the
+default on a CPU), or run one after another ("sequential"). The
 program runs in chunks of iterations so that a progress bar can be updated
 from the host between chunks at no measurable cost; the random key of
 iteration ``i`` is ``fold_in(chain_key, i)``, so the draws do not depend on
@@ -31,7 +33,11 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -66,7 +72,8 @@ from ppl.infer.grad_adaptation import (
 
 __all__ = ["HMC", "MCMC", "NUTS"]
 
-CHAIN_METHODS = ("auto", "vectorized", "looped", "parallel", "sequential")
+CHAIN_METHODS = ("auto", "vectorized", "looped", "threaded", "parallel", "sequential")
+_LOOPED = ("looped", "threaded")  # chains one after another inside a compiled program
 ADAPTATIONS = ("nutpie", "stan")
 METRICS = ("diag", "low_rank", "dense")
 _UPDATE_SECONDS = 0.5  # target time between progress-bar updates
@@ -529,12 +536,15 @@ class MCMC:
             <= 1.01 and bulk ESS >= 400 with it (see ``benchmarks/README.md``).
         num_samples: kept draws per chain (after thinning).
         num_chains: number of chains.
-        chain_method: "auto" (the default: "looped" on a CPU, where one chain at a time
-            runs NUTS up to 3x faster than vmapped chains; "vectorized" on an accelerator,
-            with a mesh, or for kernels that adapt across chains), "vectorized" (chains
-            vmapped in one program), "looped" (chains in one program, one after another
-            inside it with ``lax.map``: one progress bar, interrupts keep every chain's
-            draws so far), "parallel"
+        chain_method: "auto" (the default: "threaded" on a CPU with several cores,
+            "looped" on one core, "vectorized" on an accelerator, with a mesh, or for
+            kernels that adapt across chains), "vectorized" (chains vmapped in one
+            program), "looped" (chains in one program, one after another inside it with
+            ``lax.map``: on a CPU one chain at a time runs NUTS up to 3x faster than
+            vmapped chains), "threaded" (the chains split into as many equal groups as
+            there are usable CPU cores, at most: each group looped in the same compiled
+            program, the groups at the same time in threads; the draws are those of
+            "looped"), "parallel"
             (chains sharded over the available devices with ``jax.sharding``,
             vmapped within each device: the same as ``mesh=make_mesh(chains=k)`` with
             ``k`` the largest device count that divides ``num_chains``) or "sequential"
@@ -592,8 +602,8 @@ class MCMC:
         if chain_method not in CHAIN_METHODS:
             raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
         if chain_method == "auto":
-            chain_method = _auto_chain_method(kernel, mesh)
-        if kernel.chains_batched and chain_method in ("sequential", "looped"):
+            chain_method = _auto_chain_method(kernel, mesh, num_chains)
+        if kernel.chains_batched and chain_method in ("sequential", *_LOOPED):
             raise ValueError(
                 f"{type(kernel).__name__} adapts across chains: it cannot run them one at a "
                 f"time (chain_method={chain_method!r})"
@@ -604,7 +614,7 @@ class MCMC:
             raise ValueError(f"init must be None or 'pathfinder', got {init!r}")
         shard_data = (shard_data,) if isinstance(shard_data, str) else tuple(shard_data)
         if mesh is not None:
-            if chain_method in ("sequential", "looped"):
+            if chain_method in ("sequential", *_LOOPED):
                 raise ValueError(
                     "mesh= shards chains run together: use chain_method='auto' (the "
                     f"default) or 'vectorized' with it, not {chain_method!r}"
@@ -631,6 +641,8 @@ class MCMC:
         self.num_samples = num_samples
         self.num_chains = num_chains
         self.chain_method = chain_method
+        #: chain groups run at once in threads ("threaded"), else 1
+        self.num_groups = _thread_groups(num_chains) if chain_method == "threaded" else 1
         self.thinning = thinning
         self.progress_bar = progress_bar
         self.chunk_size = chunk_size
@@ -714,7 +726,7 @@ class MCMC:
 
             def batch(fn, axes):
                 return fn
-        elif self.chain_method == "looped":
+        elif self.chain_method in _LOOPED:
 
             def batch(fn, axes):
                 return _map_over_chains(fn, axes)
@@ -863,6 +875,13 @@ class MCMC:
                 _Segment(chain_keys[c], positions[c], f"chain {c + 1} ")
                 for c in range(self.num_chains)
             ]
+        elif self.chain_method == "threaded":
+            groups = zip(
+                jnp.split(chain_keys, self.num_groups),
+                jnp.split(positions, self.num_groups),
+                strict=True,
+            )
+            segments = [_Segment(keys, start, "") for keys, start in groups]
         else:
             chain_keys, positions = self._shard(chain_keys, positions)
             segments = [_Segment(chain_keys, positions, "")]
@@ -888,8 +907,14 @@ class MCMC:
     def _continue(self) -> None:
         pending = self._pending
         try:
-            for segment in pending.segments:
-                self._run_segment(pending, segment)
+            if self.chain_method == "threaded":
+                self._run_threads(pending)
+            else:
+                for segment in pending.segments:
+                    if segment.next_iteration >= self.num_iterations and segment.carry is not None:
+                        continue
+                    with self._progress(segment.label, segment.next_iteration) as bar:
+                        self._run_segment(pending, segment, bar.update)
         except KeyboardInterrupt:
             self._collect(pending)
             done = self.num_completed_samples
@@ -902,56 +927,128 @@ class MCMC:
         self._collect(pending)
         self._pending = None
 
-    def _run_segment(self, pending: _Pending, segment: _Segment) -> None:
-        fns, data, total = pending.fns, pending.data, self.num_iterations
-        if segment.next_iteration >= total and segment.carry is not None:
-            return
-        bar = _Progress(
-            total,
+    def _progress(self, label: str, initial: int) -> _Progress:
+        return _Progress(
+            self.num_iterations,
             enabled=self.progress_bar and jax.process_index() == 0,
-            label=segment.label,
+            label=label,
             chains=1 if self.chain_method == "sequential" else self.num_chains,
-            initial=segment.next_iteration,
+            initial=initial,
         )
-        mesh = self._mesh()
-        with bar:
+
+    def _run_threads(self, pending: _Pending) -> None:
+        """Advance the segments (chain groups) at once, one thread each, with one progress
+        bar that follows the slowest group. An exception in any thread (an interrupt
+        included) stops the others after their current chunk and is raised here."""
+        segments = pending.segments
+        self._init_segments(pending)
+        advance = self._compiled_advance(pending, segments[0])
+        stop = threading.Event()
+        with self._progress("", min(s.next_iteration for s in segments)) as bar:
+            shared = _SharedProgress(bar, segments, self.num_warmup)
+            with concurrent.futures.ThreadPoolExecutor(
+                len(segments), thread_name_prefix="ppl-chains"
+            ) as pool:
+                futures = [
+                    pool.submit(self._run_segment, pending, seg, shared.reporter(g), stop, advance)
+                    for g, seg in enumerate(segments)
+                ]
+                try:
+                    pending_futures = set(futures)
+                    while pending_futures:  # short waits: Ctrl-C reaches this thread
+                        done, pending_futures = concurrent.futures.wait(
+                            pending_futures, timeout=0.2, return_when="FIRST_EXCEPTION"
+                        )
+                        if any(f.exception() is not None for f in done):
+                            break
+                finally:
+                    stop.set()  # the other groups stop after their current chunk
+                    concurrent.futures.wait(futures)
+                for future in futures:
+                    if future.exception() is not None:
+                        raise future.exception()
+
+    def _compiled_advance(self, pending: _Pending, segment: _Segment) -> Callable:
+        """``advance`` compiled ahead of time for this segment's inputs, in this thread.
+
+        The chain groups' threads call this executable rather than the jitted function:
+        JAX's configuration (``jax.enable_x64`` and the like) is thread-local, so a thread's
+        call could trace the program anew with other settings; compiled here, it is
+        compiled once, with the caller's settings. Kept per input signature with the
+        program, so a second run with the same shapes does not compile again.
+        """
+        args = (segment.keys, segment.carry, segment.draws, pending.data)
+        leaves, treedef = jax.tree.flatten(args)
+        signature = (treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves))
+        compiled = pending.fns.setdefault("compiled_advance", {})
+        if signature not in compiled:
+            compiled[signature] = (
+                pending.fns["advance"].lower(*args, np.int32(0), np.int32(0)).compile()
+            )
+        return compiled[signature]
+
+    def _init_segments(self, pending: _Pending) -> None:
+        """Initial chain states and empty draw buffers of the segments not started yet."""
+        fns, data = pending.fns, pending.data
+        for segment in pending.segments:
             if segment.carry is None:
                 carry = fns["init"](segment.positions, data, pending.inverse_mass_diag)
                 draws = fns["empty_draws"](segment.positions)
                 if self.chain_method != "sequential":  # XLA may leave fresh buffers on one device
                     carry, draws = self._shard(carry, draws)
                 segment.carry, segment.draws = carry, draws
-            for phase, end in (("warmup", self.num_warmup), ("sampling", total)):
-                n, elapsed = 0, 0.0
-                while segment.next_iteration < end:
-                    start = segment.next_iteration
-                    # every process must run the same chunks (the collectives pair up): in a
-                    # distributed run process 0's timing decides
-                    n = _sharding.broadcast_int(self._next_chunk(n, elapsed, end - start), mesh)
-                    if self._advance_args is None:
-                        self._advance_args = _abstract(
-                            (segment.keys, segment.carry, segment.draws, data)
-                        )
-                    began = time.perf_counter()
-                    # the results stand for the finished chunk even before they are computed,
-                    # so an interrupt while waiting below loses nothing
-                    segment.carry, segment.draws = fns["advance"](
-                        segment.keys,
-                        segment.carry,
-                        segment.draws,
-                        data,
-                        np.int32(start),  # host scalars: valid inputs across processes too
-                        np.int32(n),
+
+    def _run_segment(
+        self,
+        pending: _Pending,
+        segment: _Segment,
+        report: Callable[[int, str, Any], None],
+        stop: threading.Event | None = None,
+        advance: Callable | None = None,
+    ) -> None:
+        """Advance one segment to the end of the run in chunks, calling ``report(n, phase,
+        divergent)`` after each; returns early once ``stop`` is set. ``advance`` replaces
+        the program's jitted ``advance`` (with a compiled one, in threads)."""
+        fns, data, total = pending.fns, pending.data, self.num_iterations
+        advance = advance or fns["advance"]
+        if segment.next_iteration >= total and segment.carry is not None:
+            return
+        mesh = self._mesh()
+        if segment.carry is None:
+            self._init_segments(_Pending(fns, data, [segment], pending.inverse_mass_diag))
+        for phase, end in (("warmup", self.num_warmup), ("sampling", total)):
+            n, elapsed = 0, 0.0
+            while segment.next_iteration < end:
+                if stop is not None and stop.is_set():
+                    return
+                start = segment.next_iteration
+                # every process must run the same chunks (the collectives pair up): in a
+                # distributed run process 0's timing decides
+                n = _sharding.broadcast_int(self._next_chunk(n, elapsed, end - start), mesh)
+                if self._advance_args is None:
+                    self._advance_args = _abstract(
+                        (segment.keys, segment.carry, segment.draws, data)
                     )
-                    segment.next_iteration = start + n
-                    carry = segment.carry
-                    divergent = (
-                        carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
-                    )
-                    if self.progress_bar:  # reading the count waits for the chunk
-                        divergent = int(np.sum(_sharding.to_host(divergent)))
-                    bar.update(n, phase, divergent)
-                    elapsed = time.perf_counter() - began
+                began = time.perf_counter()
+                # the results stand for the finished chunk even before they are computed,
+                # so an interrupt while waiting below loses nothing
+                segment.carry, segment.draws = advance(
+                    segment.keys,
+                    segment.carry,
+                    segment.draws,
+                    data,
+                    np.int32(start),  # host scalars: valid inputs across processes too
+                    np.int32(n),
+                )
+                segment.next_iteration = start + n
+                carry = segment.carry
+                divergent = carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
+                if self.progress_bar:  # reading the count waits for the chunk
+                    divergent = int(np.sum(_sharding.to_host(divergent)))
+                elif stop is not None:  # a thread holds its core until its chunk is done
+                    jax.block_until_ready(carry)
+                report(n, phase, divergent)
+                elapsed = time.perf_counter() - began
 
     def _collect(self, pending: _Pending) -> None:
         """Results from the segments' current states (all of them or those so far)."""
@@ -969,14 +1066,15 @@ class MCMC:
             self._draws = self._last = None
             return
         finish = pending.fns["finish"]
-        if self.chain_method == "sequential":
+        if len(segments) > 1:  # one chain each ("sequential") or chain groups ("threaded")
             results = [(finish(s.carry), s.draws) for s in segments]
-            last, draws = jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+            last, draws = _join_segments(results, stack=self.chain_method == "sequential")
         else:
             last, draws = finish(segments[0].carry), segments[0].draws
         # a distributed run gathers the results onto every process (a collective)
         last, draws = _sharding.to_local((last, draws))
-        draws = jax.tree.map(lambda x: x[:, :kept], draws)
+        if kept < self.num_samples:
+            draws = jax.tree.map(lambda x: x[:, :kept], draws)
         self._last, self._draws = jax.block_until_ready((last, draws))
         if kept == 0:
             self._draws = None
@@ -1016,13 +1114,16 @@ class MCMC:
         return out
 
     def _settings_fingerprint(self) -> tuple:
+        # "threaded" runs the program of "looped" on groups of chains: the same draws, and a
+        # state saved by one resumes in the other (with the saved grouping)
+        method = "looped" if self.chain_method in _LOOPED else self.chain_method
         return (
             self.kernel.settings(),
             self.num_warmup,
             self.num_samples,
             self.num_chains,
             self.thinning,
-            self.chain_method,
+            method,
         )
 
     def resume_from(self, state: dict, *args: Any, **kwargs: Any) -> None:
@@ -1039,6 +1140,9 @@ class MCMC:
                 f"saved {saved}, now {self._settings_fingerprint()!r}"
             )
         ld = self._logdensity(args, kwargs, None)
+        if self.chain_method in _LOOPED:  # the saved grouping of the chains
+            self.num_groups = int(np.asarray(state["num_segments"]))
+            self.chain_method = "threaded" if self.num_groups > 1 else "looped"
         dummy_keys = jax.random.split(jax.random.key(0), self.num_chains)
         dummy_positions = jnp.zeros((self.num_chains, ld.dim), jnp.result_type(float))
         self._start(ld, dummy_keys, dummy_positions)
@@ -1158,6 +1262,14 @@ class MCMC:
         print(f"Number of divergences: {divergences}")
 
 
+@functools.partial(jax.jit, static_argnames="stack")
+def _join_segments(trees: list, stack: bool) -> Any:
+    """Per-segment pytrees joined along a new (``stack``) or the leading chain axis, in one
+    compiled call (a run's results, whatever their number of leaves)."""
+    join = jnp.stack if stack else jnp.concatenate
+    return jax.tree.map(lambda *xs: join(xs), *trees)
+
+
 def _abstract(tree: Any) -> Any:
     """Shapes, dtypes and shardings of a pytree of arrays (for lowering without the data)."""
     return jax.tree.map(
@@ -1166,22 +1278,39 @@ def _abstract(tree: Any) -> Any:
     )
 
 
-def _auto_chain_method(kernel: _Kernel, mesh: Mesh | None) -> str:
+def _auto_chain_method(kernel: _Kernel, mesh: Mesh | None, num_chains: int) -> str:
     """``chain_method="auto"``: how to run the chains on this backend.
 
-    On a CPU, one chain after another inside one program ("looped"): a vmapped NUTS
+    On a CPU, chains one after another inside one program ("looped"): a vmapped NUTS
     transition turns its tree-building while loop into a batched one, which selects every
     element of the loop state (checkpoints included) for every chain at every leapfrog
     step and waits for the longest tree, while one chain at a time updates its state in
-    place. Measured with
-    ``python -m benchmarks`` on a 2-core CPU: 2.9x the ESS per second on eight schools and
-    on the 100-d Gaussian, level on radon (whose gradient dominates). On accelerators, and
-    for kernels that adapt across chains (ChEES, MEADS) or runs on a device mesh, the chains
-    run together ("vectorized").
+    place (measured with ``python -m benchmarks`` on a 2-core CPU: 2.9x the ESS per second
+    of vmapped chains on eight schools and on the 100-d Gaussian, level on radon). With
+    several usable cores, groups of chains run that program at once in threads
+    ("threaded"): XLA runs a computation on the thread that calls it, so each group has a
+    core (1.8-2.1x the speed of "looped" on 2 cores, except on the smallest models, whose
+    fixed per-run costs dominate). On accelerators, and for kernels that adapt across
+    chains (ChEES, MEADS) or runs on a device mesh, the chains run together ("vectorized").
     """
     if kernel.chains_batched or mesh is not None or jax.default_backend() != "cpu":
         return "vectorized"
-    return "looped"
+    return "threaded" if _thread_groups(num_chains) > 1 else "looped"
+
+
+def _usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _thread_groups(num_chains: int) -> int:
+    """Chain groups for "threaded": the largest divisor of ``num_chains`` that does not
+    exceed the usable cores (equal groups share one compiled program)."""
+    cores = _usable_cores()
+    return max(g for g in range(1, min(cores, num_chains) + 1) if num_chains % g == 0)
 
 
 def _map_over_chains(fn: Callable, axes: tuple) -> Callable:
@@ -1198,6 +1327,34 @@ def _map_over_chains(fn: Callable, axes: tuple) -> Callable:
         return jax.lax.map(one, chained)
 
     return mapped
+
+
+class _SharedProgress:
+    """One progress bar for chain groups that advance at once in threads: it shows the
+    iterations every group has finished (the slowest group's), and the divergences of all."""
+
+    def __init__(self, bar: _Progress, segments: list, num_warmup: int):
+        self.bar = bar
+        self.num_warmup = num_warmup
+        self.lock = threading.Lock()
+        self.done = [s.next_iteration for s in segments]
+        self.divergent = [0] * len(segments)
+        self.shown = min(self.done)
+
+    def reporter(self, group: int) -> Callable[[int, str, Any], None]:
+        """The ``report(n, phase, divergent)`` callback of one group."""
+
+        def report(n: int, phase: str, divergent: Any) -> None:
+            with self.lock:
+                self.done[group] += n
+                self.divergent[group] = int(np.sum(_sharding.to_host(divergent)))
+                slowest = min(self.done)
+                if slowest > self.shown:
+                    shown_phase = "warmup" if slowest <= self.num_warmup else "sampling"
+                    self.bar.update(slowest - self.shown, shown_phase, sum(self.divergent))
+                    self.shown = slowest
+
+        return report
 
 
 class _Progress:

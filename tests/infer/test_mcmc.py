@@ -12,6 +12,7 @@ import pytest
 import ppl
 import ppl.distributions as dist
 from ppl.infer import HMC, MCMC, NUTS
+from ppl.infer import mcmc as mcmc_module
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "posteriordb"
 
@@ -133,12 +134,100 @@ def test_sequential_equals_vectorized():
     np.testing.assert_array_equal(runs["looped"], runs["sequential"])
 
 
-def test_auto_chain_method_loops_over_chains_on_cpu():
+def test_auto_chain_method_on_cpu_uses_the_cores(monkeypatch):
     assert jax.default_backend() == "cpu"
-    assert MCMC(NUTS(gaussian(jnp.ones(2)))).chain_method == "looped"
-    assert MCMC(NUTS(gaussian(jnp.ones(2))), chain_method="vectorized").chain_method == (
-        "vectorized"
+    model = gaussian(jnp.ones(2))
+    for cores, chains, method, groups in (
+        (1, 4, "looped", 1),
+        (2, 4, "threaded", 2),
+        (3, 4, "threaded", 2),  # equal groups: the largest divisor of 4 up to 3
+        (16, 4, "threaded", 4),
+        (2, 3, "looped", 1),  # 3 chains do not split into 2 equal groups
+    ):
+        monkeypatch.setattr(mcmc_module, "_usable_cores", lambda cores=cores: cores)
+        mcmc = MCMC(NUTS(model), num_chains=chains)
+        assert (mcmc.chain_method, mcmc.num_groups) == (method, groups), (cores, chains)
+    assert MCMC(NUTS(model), chain_method="vectorized").chain_method == "vectorized"
+
+
+@pytest.mark.parametrize("progress_bar", [False, True])
+def test_threaded_chain_groups_give_the_looped_draws(monkeypatch, progress_bar):
+    """Groups of chains in threads run the looped program on their chains: the same draws,
+    statistics and adapted metric, whatever the grouping (and with one progress bar)."""
+    scales = jnp.array([1.0, 3.0])
+
+    def run(method, cores):
+        monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: cores)
+        mcmc = MCMC(
+            NUTS(gaussian(scales)),
+            num_warmup=50,
+            num_samples=20,
+            num_chains=4,
+            chain_method=method,
+            progress_bar=progress_bar,
+            chunk_size=7 if progress_bar else None,
+        )
+        mcmc.run(jax.random.PRNGKey(4))
+        return mcmc
+
+    looped = run("looped", 1)
+    for cores, groups in ((2, 2), (8, 4)):
+        threaded = run("threaded", cores)
+        assert threaded.num_groups == groups
+        np.testing.assert_array_equal(
+            threaded.get_samples(group_by_chain=True)["x"],
+            looped.get_samples(group_by_chain=True)["x"],
+        )
+        for name, value in looped.get_sample_stats().items():
+            np.testing.assert_array_equal(threaded.get_sample_stats()[name], value, err_msg=name)
+        np.testing.assert_array_equal(threaded.inverse_mass_matrix, looped.inverse_mass_matrix)
+
+
+def test_threaded_chains_keep_the_callers_jax_settings(monkeypatch):
+    """JAX's configuration is thread-local: the threads run the program compiled with the
+    caller's (here float64), not their own defaults."""
+    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
+    runs = {}
+    with jax.enable_x64(True):
+        for method in ("looped", "threaded"):
+            mcmc = MCMC(
+                NUTS(gaussian(jnp.array([1.0, 3.0]))),
+                num_warmup=30,
+                num_samples=10,
+                num_chains=2,
+                chain_method=method,
+                progress_bar=False,
+            )
+            mcmc.run(jax.random.PRNGKey(2))
+            runs[method] = mcmc.get_samples()["x"]
+    assert runs["threaded"].dtype == jnp.float64
+    np.testing.assert_array_equal(runs["threaded"], runs["looped"])
+
+
+def test_an_error_in_one_chain_group_stops_the_run(monkeypatch):
+    """An exception in one group's thread reaches the caller, and the other groups stop."""
+    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
+    original = mcmc_module.MCMC._run_segment
+    calls = []
+
+    def failing(self, pending, segment, report, stop=None, advance=None):
+        calls.append(segment)
+        if len(calls) == 1:
+            raise FloatingPointError("boom in group 1")
+        return original(self, pending, segment, report, stop, advance)
+
+    monkeypatch.setattr(mcmc_module.MCMC, "_run_segment", failing)
+    mcmc = MCMC(
+        NUTS(gaussian(jnp.ones(2))),
+        num_warmup=20,
+        num_samples=10,
+        num_chains=2,
+        chain_method="threaded",
+        progress_bar=False,
     )
+    with pytest.raises(FloatingPointError, match="boom in group 1"):
+        mcmc.run(jax.random.PRNGKey(0))
+    assert not mcmc.complete
 
 
 def test_chunking_does_not_change_draws():
@@ -172,7 +261,7 @@ def test_driver_errors():
     with pytest.raises(ValueError, match="num_samples must be an int >= 1"):
         MCMC(NUTS(model), num_samples=0)
     with pytest.raises(ValueError, match="chain_method"):
-        MCMC(NUTS(model), chain_method="threads")
+        MCMC(NUTS(model), chain_method="multithreaded")
     with pytest.raises(TypeError, match="kernel must be"):
         MCMC(model)
     with pytest.raises(RuntimeError, match="before asking"):
@@ -199,14 +288,21 @@ def test_second_run_with_new_data_reuses_the_compiled_program():
     second = float(mcmc.get_samples()["mu"].mean())
     assert len(cache) == 1
     _, fns = next(iter(cache.values()))
-    for name in ("init", "empty_draws", "advance", "finish"):
+
+    def compiled_advance():  # chain groups in threads share an ahead-of-time compiled one
+        if mcmc.chain_method == "threaded":
+            return len(fns["compiled_advance"])
+        return fns["advance"]._cache_size()
+
+    for name in ("init", "empty_draws", "finish"):
         assert fns[name]._cache_size() == 1, name
+    assert compiled_advance() == 1
     # the new data were used: the posterior mean moved from ~0 to ~10 (sd 1/sqrt(5))
     assert abs(first) < 2.0 and abs(second - 10.0) < 2.0
     # a fresh MCMC with the same settings shares the program; another setting does not
     again = MCMC(NUTS(normal_mean), num_warmup=50, num_samples=50, num_chains=2, progress_bar=False)
     again.run(jax.random.PRNGKey(1), jnp.zeros(5))
-    assert len(cache) == 1 and fns["advance"]._cache_size() == 1
+    assert len(cache) == 1 and compiled_advance() == 1
     other = MCMC(NUTS(normal_mean), num_warmup=60, num_samples=50, num_chains=2, progress_bar=False)
     other.run(jax.random.PRNGKey(1), jnp.zeros(5))
     assert len(cache) == 2

@@ -35,12 +35,19 @@ def _mcmc(chain_method="vectorized"):
 @pytest.fixture(scope="module")
 def reference():
     out = {}
-    for method in ("vectorized", "sequential"):
-        mcmc = _mcmc(method)
-        mcmc.run(jax.random.key(3), Y)
-        assert mcmc.complete
-        out[method] = mcmc.get_samples(group_by_chain=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mcmc_module, "_usable_cores", lambda: 2)  # two chain groups
+        for method in ("vectorized", "sequential", "threaded"):
+            mcmc = _mcmc(method)
+            mcmc.run(jax.random.key(3), Y)
+            assert mcmc.complete
+            out[method] = mcmc.get_samples(group_by_chain=True)
     return out
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
 
 
 def _interrupt_on_update(monkeypatch, call_number):
@@ -63,9 +70,10 @@ def _assert_same(a, b, kept=None):
         np.testing.assert_array_equal(np.asarray(a[name]), x)
 
 
-@pytest.mark.parametrize("method", ["vectorized", "sequential"])
-def test_interrupt_during_warmup_then_resume(monkeypatch, reference, method):
+@pytest.mark.parametrize("method", ["vectorized", "sequential", "threaded"])
+def test_interrupt_during_warmup_then_resume(monkeypatch, two_cores, reference, method):
     mcmc = _mcmc(method)
+    assert mcmc.num_groups == (2 if method == "threaded" else 1)
     restore = _interrupt_on_update(monkeypatch, call_number=2)
     with pytest.warns(UserWarning, match="interrupted: 0 of 40 draws"):
         mcmc.run(jax.random.key(3), Y)
@@ -97,6 +105,28 @@ def test_interrupt_during_sampling_keeps_draws_and_resumes_elsewhere(monkeypatch
     other.resume_from(state, Y)
     assert other.complete
     _assert_same(other.get_samples(group_by_chain=True), reference["vectorized"])
+
+
+def test_threaded_interrupt_resumes_in_another_grouping(monkeypatch, reference):
+    """An interrupt in one group's thread stops both groups; the saved state (two groups)
+    resumes in a process with one core, with the saved grouping, to the same draws."""
+    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
+    mcmc = _mcmc("threaded")
+    restore = _interrupt_on_update(monkeypatch, call_number=4)  # after 60 warmup + 20 draws
+    with pytest.warns(UserWarning, match="20 of 40 draws"):
+        mcmc.run(jax.random.key(3), Y)
+    restore()
+    assert not mcmc.complete and mcmc.num_completed_samples == 20
+    _assert_same(mcmc.get_samples(group_by_chain=True), reference["threaded"], kept=20)
+    state = {k: np.array(v) for k, v in mcmc.sampler_state().items()}
+    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 1)
+    other = _mcmc("auto")
+    assert other.chain_method == "looped"
+    other.resume_from(state, Y)
+    assert other.complete and other.num_groups == 2
+    _assert_same(other.get_samples(group_by_chain=True), reference["threaded"])
+    # threaded, looped and sequential run one per-chain program: the same draws
+    _assert_same(reference["threaded"], reference["sequential"])
 
 
 def test_resume_from_checks_settings(monkeypatch):
