@@ -16,9 +16,11 @@ and it settles after a few dozen draws because every gradient carries curvature 
 - :func:`grad_window_schedule`: nutpie's schedule as per-iteration flags. Two estimators run
   side by side, a foreground one that sets the metric after every draw and a background one
   that starts empty; every ``early_switch_freq`` draws during the first ``early_window`` of
-  warmup (every ``switch_freq`` later) the background becomes the foreground and a new
-  background starts, so early, poor draws are forgotten quickly. The last ``step_size_window``
-  of warmup keeps the metric fixed and only settles the step size (dual averaging, restarted).
+  warmup (later after windows growing from ``switch_freq`` by ``window_growth``) the
+  background becomes the foreground and a new background starts, so early, poor draws are
+  forgotten quickly. The last ``step_size_window`` of warmup keeps the metric fixed and only
+  settles the step size; dual averaging runs on through it (not restarted), on the symmetric
+  acceptance statistic once no further window fits.
 - :func:`grad_warmup_init`, :func:`grad_warmup_before`, :func:`grad_warmup_after`,
   :func:`grad_warmup_final`: the per-chain warmup state machine, driven by ``ppl.infer.MCMC``.
 
@@ -354,6 +356,9 @@ class GradWarmupSchedule(NamedTuple):
             step-size window begins.
         fg_start: int, the first iteration whose draw is in the foreground estimator after this
             iteration (-1: the initial point is still in it).
+        late: bool, dual averaging takes the symmetric acceptance statistic after the
+            iteration (``acceptance_sym``): from where no further switch fits before the final
+            window, as in nuts-rs.
     """
 
     collect: np.ndarray
@@ -361,6 +366,7 @@ class GradWarmupSchedule(NamedTuple):
     update: np.ndarray
     restart: np.ndarray
     fg_start: np.ndarray
+    late: np.ndarray
 
 
 def grad_window_schedule(
@@ -406,6 +412,7 @@ def grad_window_schedule(
     update = np.zeros(n, bool)
     restart = np.zeros(n, bool)
     fg_start = np.full(n, -1, np.int64)
+    late = np.ones(n, bool)
     fg_begin, bg_begin, bg_count, fg_count = -1, -1, 1, 1
     window = switch_freq
     first_update_done = False
@@ -425,7 +432,8 @@ def grad_window_schedule(
             if early
             else max(window + 1, math.floor(window * window_growth + 0.5))
         )
-        if bg_count >= freq and grown + i <= final_start:
+        late[i] = grown + i > final_start
+        if bg_count >= freq and not late[i]:
             switch[i] = True
             fg_begin, fg_count = bg_begin, bg_count
             bg_begin, bg_count = i + 1, 0
@@ -440,7 +448,7 @@ def grad_window_schedule(
     if 0 < final_start < n:
         update[final_start - 1] = True
     fg_start[final_start:] = fg_begin
-    return GradWarmupSchedule(collect, switch, update, restart, fg_start)
+    return GradWarmupSchedule(collect, switch, update, restart, fg_start, late)
 
 
 def buffer_size(schedule: GradWarmupSchedule) -> int:
@@ -579,6 +587,7 @@ def grad_warmup_after(
     switch: Array,
     update: Array,
     fg_start: Array,
+    late: Array | bool = False,
     target_accept: float = 0.8,
     low_rank: LowRankSettings | None = None,
     dense: bool = False,
@@ -605,7 +614,7 @@ def grad_warmup_after(
         state: the kernel's new ``HMCState``.
         info: the kernel's info (``acceptance_rate``, ``diverging``).
         iteration: the warmup iteration number (int32 scalar).
-        collect, switch, update, fg_start: this iteration's entries of the schedule.
+        collect, switch, update, fg_start, late: this iteration's entries of the schedule.
         target_accept: the dual-averaging target.
         low_rank: the low-rank settings, or ``None`` for a diagonal metric.
         dense: the metric is kept as a dense matrix (see :func:`grad_warmup_init`).
@@ -628,7 +637,8 @@ def grad_warmup_after(
             warmup_state,
         )
     collect = collect & (iteration >= warmup_state.hold_until)
-    da_state = da.update(warmup_state.dual_averaging, info.acceptance_rate)
+    acceptance = jnp.where(late, info.acceptance_sym, info.acceptance_rate)
+    da_state = da.update(warmup_state.dual_averaging, acceptance)
     w = warmup_state._replace(
         state=state,
         step_size=jnp.exp(da_state.log_step_size).astype(warmup_state.step_size.dtype),

@@ -29,6 +29,7 @@ __all__ = [
     "energy_error",
     "init",
     "step",
+    "symmetric_acceptance",
     "velocity_verlet",
 ]
 
@@ -97,6 +98,7 @@ class HMCInfo(NamedTuple):
 
     Attributes:
         acceptance_rate: scalar ``min(1, exp(H0 - H1))``, the Metropolis acceptance probability.
+        acceptance_sym: scalar ``2 / (1 + exp(|H1 - H0|))`` (:func:`symmetric_acceptance`).
         diverging: bool, energy error ``H1 - H0`` above ``max_delta_energy`` (or NaN).
         energy: scalar Hamiltonian of the returned state (with its momentum).
         num_steps: int32, leapfrog steps (= gradient evaluations) in this transition.
@@ -104,6 +106,7 @@ class HMCInfo(NamedTuple):
     """
 
     acceptance_rate: Array
+    acceptance_sym: Array
     diverging: Array
     energy: Array
     num_steps: Array
@@ -134,6 +137,17 @@ def energy_error(initial_energy: Array, energy: Array) -> Array:
     """``H - H0`` with NaN mapped to ``+inf`` (a NaN state is treated as infinitely bad)."""
     delta = energy - initial_energy
     return jnp.where(jnp.isnan(delta), jnp.inf, delta)
+
+
+def symmetric_acceptance(delta: Array) -> Array:
+    """nutpie's symmetric acceptance statistic of an energy error ``delta = H - H0``:
+    ``2 / (1 + exp(|delta|))`` (0 for an infinite or NaN error).
+
+    At equilibrium a state and its time reversal are equally likely, so ``min(1, exp(-delta))``
+    can be averaged over the pair ``±delta`` (weights ``1`` and ``exp(-|delta|)``): the mean is
+    that of the Metropolis acceptance probability, with less variance.
+    """
+    return 2.0 / (1.0 + jnp.exp(jnp.abs(delta)))
 
 
 def step(
@@ -197,6 +211,7 @@ def step(
     new_state = jax.tree.map(lambda a, b: jnp.where(is_accepted, a, b), proposal, state)
     info = HMCInfo(
         acceptance_rate=acceptance_rate,
+        acceptance_sym=symmetric_acceptance(delta),
         diverging=delta > max_delta_energy,
         energy=jnp.where(is_accepted, new_energy, initial_energy),
         num_steps=num_steps,

@@ -93,6 +93,7 @@ class _Kernel:
         *,
         logdensity_fn: Callable | None = None,
         step_size: float = 1.0,
+        step_size_jitter: float = 0.0,
         dense_mass: bool = False,
         metric: str | None = None,
         adaptation: str = "nutpie",
@@ -109,6 +110,8 @@ class _Kernel:
             raise TypeError(f"logdensity_fn must be callable, got {logdensity_fn!r}")
         if not 0.0 < target_accept_prob < 1.0:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob}")
+        if not 0.0 <= step_size_jitter < 1.0:
+            raise ValueError(f"step_size_jitter must be in [0, 1), got {step_size_jitter!r}")
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         if metric is None:
@@ -131,6 +134,7 @@ class _Kernel:
         self.model = model
         self.logdensity_fn = logdensity_fn
         self.step_size = float(step_size)
+        self.step_size_jitter = float(step_size_jitter)
         self.metric = metric
         self.dense_mass = metric == "dense"
         self.adaptation = adaptation
@@ -143,6 +147,7 @@ class _Kernel:
         return (
             type(self).__name__,
             self.step_size,
+            self.step_size_jitter,
             self.metric,
             self.adaptation,
             self.low_rank,
@@ -176,6 +181,8 @@ class NUTS(_Kernel):
             density``; give ``init_params`` to :meth:`MCMC.run`.
         max_tree_depth: the most trajectory doublings per draw.
         step_size: initial step size (adapted during warmup).
+        step_size_jitter: each iteration's step size is drawn uniformly within this fraction
+            of the adapted one (nutpie's 0.1; default 0: no jitter).
         metric: "diag" (default), "low_rank" (diagonal plus a low-rank correction for
             correlated posteriors; nutpie's) or "dense".
         dense_mass: ``True`` is the same as ``metric="dense"``.
@@ -352,12 +359,13 @@ class _GradWarmup:
         self.saturation_steps = None if depth is None else 2**depth - 1
         schedule = grad_window_schedule(num_warmup, update_every=update_every)
         self.buffer_rows = buffer_size(schedule)
-        flags = np.zeros((5, total), np.int32)
+        flags = np.zeros((6, total), np.int32)
         flags[0, :num_warmup] = schedule.restart
         flags[1, :num_warmup] = schedule.collect
         flags[2, :num_warmup] = schedule.switch
         flags[3, :num_warmup] = schedule.update
         flags[4, :num_warmup] = schedule.fg_start
+        flags[5, :num_warmup] = schedule.late
         self.flags = flags
 
     def init(self, position, ld, inverse_mass_diag):
@@ -387,6 +395,7 @@ class _GradWarmup:
             switch=flags[2].astype(bool),
             update=flags[3].astype(bool),
             fg_start=flags[4],
+            late=flags[5].astype(bool),
             target_accept=self.kernel.target_accept_prob,
             low_rank=self.low_rank,
             dense=self.kernel.metric == "dense",
@@ -462,6 +471,10 @@ class _Program:
             step_size = jnp.where(
                 in_warmup, w.step_size, da.final(w.dual_averaging).astype(w.step_size.dtype)
             )
+            jitter = self.kernel.step_size_jitter
+            if jitter:  # each iteration's step size uniform in (1 -+ jitter) x the adapted one
+                u = jax.random.uniform(jax.random.fold_in(key_i, 2), dtype=step_size.dtype)
+                step_size = step_size * (1.0 - jitter + 2.0 * jitter * u)
             state, info = step(key_step, w.state, step_size, w.inverse_mass_matrix)
             diverging = info.diverging.astype(jnp.int32)
 
@@ -941,7 +954,7 @@ class MCMC:
         bar that follows the slowest group. An exception in any thread (an interrupt
         included) stops the others after their current chunk and is raised here."""
         segments = pending.segments
-        self._init_segments(pending)
+        self._init_segments(pending, segments)
         advance = self._compiled_advance(pending, segments[0])
         stop = threading.Event()
         with self._progress("", min(s.next_iteration for s in segments)) as bar:
@@ -987,10 +1000,10 @@ class MCMC:
             )
         return compiled[signature]
 
-    def _init_segments(self, pending: _Pending) -> None:
-        """Initial chain states and empty draw buffers of the segments not started yet."""
+    def _init_segments(self, pending: _Pending, segments: list[_Segment]) -> None:
+        """Initial chain states and empty draw buffers of those segments not started yet."""
         fns, data = pending.fns, pending.data
-        for segment in pending.segments:
+        for segment in segments:
             if segment.carry is None:
                 carry = fns["init"](segment.positions, data, pending.inverse_mass_diag)
                 draws = fns["empty_draws"](segment.positions)
@@ -1014,8 +1027,7 @@ class MCMC:
         if segment.next_iteration >= total and segment.carry is not None:
             return
         mesh = self._mesh()
-        if segment.carry is None:
-            self._init_segments(_Pending(fns, data, [segment], pending.inverse_mass_diag))
+        self._init_segments(pending, [segment])
         for phase, end in (("warmup", self.num_warmup), ("sampling", total)):
             n, elapsed = 0, 0.0
             while segment.next_iteration < end:

@@ -48,7 +48,13 @@ import jax.numpy as jnp
 from jax import Array
 
 from ppl.infer import hmc
-from ppl.infer.hmc import HMCState, IntegratorState, energy_error, velocity_verlet
+from ppl.infer.hmc import (
+    HMCState,
+    IntegratorState,
+    energy_error,
+    symmetric_acceptance,
+    velocity_verlet,
+)
 from ppl.infer.metrics import is_diagonal, momentum_factor, sample_momentum, velocity
 
 __all__ = ["NUTSInfo", "init", "step"]
@@ -62,6 +68,10 @@ class NUTSInfo(NamedTuple):
     Attributes:
         acceptance_rate: scalar, mean over all new states of ``min(1, exp(H0 - H))`` (Stan's
             ``accept_stat__``; the statistic dual averaging adapts on).
+        acceptance_sym: scalar, mean over all new states of ``2 / (1 + exp(|H - H0|))``,
+            nutpie's symmetric acceptance statistic: the same expectation as
+            ``acceptance_rate`` at equilibrium (a state and its time reversal weighed
+            together), with less noise; nutpie's late warmup adapts on it.
         diverging: bool, a new state had ``H - H0 > max_delta_energy`` (or a NaN energy).
         energy: scalar Hamiltonian of the returned state (with its momentum).
         tree_depth: int32, number of completed doublings (Stan's ``treedepth__``).
@@ -73,6 +83,7 @@ class NUTSInfo(NamedTuple):
     """
 
     acceptance_rate: Array
+    acceptance_sym: Array
     diverging: Array
     energy: Array
     tree_depth: Array
@@ -112,6 +123,7 @@ class _Loop(NamedTuple):
     num_leaves: Array  # leaves built so far (= index of the last new leaf)
     depth: Array  # completed doublings
     sum_accept: Array  # sum of min(1, exp(H0 - H)) over new leaves
+    sum_accept_sym: Array  # sum of 2 / (1 + exp(|H - H0|)) over new leaves
     diverging: Array
     done: Array
 
@@ -274,6 +286,7 @@ def _transition(
         num_leaves=jnp.zeros((), jnp.int32),
         depth=jnp.zeros((), jnp.int32),
         sum_accept=jnp.zeros((), dtype),
+        sum_accept_sym=jnp.zeros((), dtype),
         diverging=jnp.zeros((), bool),
         done=jnp.zeros((), bool),
     )
@@ -292,6 +305,7 @@ def _transition(
         diverging = delta > max_delta_energy
         log_w = -delta
         sum_accept = loop.sum_accept + jnp.exp(jnp.minimum(0.0, log_w))
+        sum_accept_sym = loop.sum_accept_sym + symmetric_acceptance(delta)
 
         # Uniform progressive sampling inside the subtree (prob. 1 for its first leaf).
         subtree_log_weight = jnp.logaddexp(loop.subtree_log_weight, log_w)
@@ -392,6 +406,7 @@ def _transition(
             num_leaves=n,
             depth=new_depth,
             sum_accept=sum_accept,
+            sum_accept_sym=sum_accept_sym,
             diverging=diverging,
             done=done,
         )
@@ -400,6 +415,7 @@ def _transition(
     new_state = HMCState(loop.sample.position, loop.sample.log_density, loop.sample.grad)
     info = NUTSInfo(
         acceptance_rate=loop.sum_accept / loop.num_leaves,
+        acceptance_sym=loop.sum_accept_sym / loop.num_leaves,
         diverging=loop.diverging,
         energy=loop.sample.energy,
         tree_depth=loop.depth,

@@ -208,6 +208,10 @@ def test_grad_window_schedule_1000_matches_nutpie_cadence():
     assert list(switches[-3:]) == [298, 378, 498]
     assert list(np.flatnonzero(s.restart)) == [0, 2]
     assert buffer_size(s) == 850 - 379 + 1
+    # dual averaging takes the symmetric statistic from where the next window (270 draws
+    # after the switch at 498) no longer fits before the final window, to the end
+    late = np.flatnonzero(s.late)
+    assert late[0] == 850 - 270 + 1 and np.array_equal(late, np.arange(late[0], 1000))
     constant = grad_window_schedule(1000, window_growth=1.0)  # nuts-rs still adds 1 per window
     assert list(np.flatnonzero(constant.switch)[-3:]) == [541, 624, 708]
     with pytest.raises(ValueError, match="window_growth"):
@@ -290,6 +294,7 @@ def test_saturated_transition_resets_the_metric_and_holds_collection(low_rank):
     def info(steps):
         return NUTSInfo(
             acceptance_rate=jnp.asarray(0.5),
+            acceptance_sym=jnp.asarray(0.5),
             diverging=jnp.asarray(False),
             energy=jnp.asarray(0.0),
             tree_depth=jnp.asarray(1),

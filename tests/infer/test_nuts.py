@@ -73,6 +73,10 @@ class StanReference:
             if h - h0 > 1000.0:
                 self.divergent = True
             self.sum_metro_prob += 1.0 if h0 - h > 0 else np.exp(h0 - h)
+            # nutpie's symmetric statistic: the Metropolis probability averaged over the state
+            # and its time reversal, 2 min(1, e^-d) / (1 + e^-d) = 2 / (1 + e^|d|)
+            d = h - h0
+            self.sum_sym += 2.0 * min(1.0, np.exp(-d)) / (1.0 + np.exp(-d)) if d < 700 else 0.0
             v = self.velocity(z[1])
             return not self.divergent, z, [(z[0], h0 - h)], z[1], v, v, z[1], z[1], h0 - h
         valid, z, st_i, rho_i, v_beg, v_init_end, p_beg, p_init_end, lw_i = self.build_tree(
@@ -98,6 +102,7 @@ class StanReference:
         z0 = (np.asarray(q0, np.float64), np.asarray(p0, np.float64), float(lp), np.asarray(g))
         h0 = self.energy(z0)
         self.n_leapfrog, self.sum_metro_prob, self.divergent = 0, 0.0, False
+        self.sum_sym = 0.0
         z_fwd = z_bck = z0
         v0 = self.velocity(z0[1])
         p_ff = p_fb = p_bf = p_bb = z0[1]
@@ -135,6 +140,7 @@ class StanReference:
             "tree_depth": depth,
             "num_steps": self.n_leapfrog,
             "acceptance_rate": self.sum_metro_prob / self.n_leapfrog,
+            "acceptance_sym": self.sum_sym / self.n_leapfrog,
             "diverging": self.divergent,
             "draw_probs": draw_probs,
         }
@@ -189,6 +195,7 @@ def test_trajectory_matches_stan_recursive_reference(case):
             assert int(info.num_steps) == expected["num_steps"], (step_size, trial)
             assert bool(info.diverging) == expected["diverging"], (step_size, trial)
             np.testing.assert_allclose(info.acceptance_rate, expected["acceptance_rate"], rtol=1e-9)
+            np.testing.assert_allclose(info.acceptance_sym, expected["acceptance_sym"], rtol=1e-9)
             seen["diverging"] += expected["diverging"]
             seen["subtree_rejected"] += expected["num_steps"] != 2 ** expected["tree_depth"] - 1
             seen["depths"].add(expected["tree_depth"])
@@ -416,3 +423,17 @@ def test_leaf_uniforms_are_jax_threefry():
         # mean 1/2 and variance 1/12, each within 5 standard errors
         assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / u.size)
         assert abs(u.var() - 1 / 12) < 5 * np.sqrt(1 / 180 / u.size)
+
+
+def test_symmetric_acceptance_statistic():
+    """2 / (1 + e^|d|): 1 at d = 0, symmetric, the pair average of min(1, e^-d) under
+    the equilibrium weights of d and -d, and 0 for a divergence."""
+    d = jnp.array([0.0, 0.3, -0.3, 2.0, jnp.inf])
+    sym = np.asarray(hmc.symmetric_acceptance(d))
+    np.testing.assert_allclose(sym[:4], [1.0, 2 / (1 + np.exp(0.3)), 2 / (1 + np.exp(0.3)),
+                                         2 / (1 + np.exp(2.0))], rtol=1e-6)  # fmt: skip
+    assert sym[4] == 0.0
+    # pair average: weights 1 (for d) and e^-d (for -d), Metropolis probabilities e^-d and 1
+    x = 0.7
+    pair = (1.0 * np.exp(-x) + np.exp(-x) * 1.0) / (1.0 + np.exp(-x))
+    np.testing.assert_allclose(float(hmc.symmetric_acceptance(x)), pair, rtol=1e-6)
