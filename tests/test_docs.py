@@ -197,7 +197,7 @@ def test_mkdocs_build_strict(tmp_path):
         text = html.read_text(encoding="utf-8")
         # docstrings' reST markup was rewritten to Markdown (docs/_ext/rst_docstrings.py)
         assert ":class:" not in text and ":func:" not in text and "``" not in text, html
-    assert (site / "benchmarks" / "quick.json").exists()
+    assert (site / "benchmarks" / "full.json").exists()
 
 
 if __name__ == "__main__":
