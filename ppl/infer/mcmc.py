@@ -1302,8 +1302,9 @@ def _auto_chain_method(kernel: _Kernel, mesh: Mesh | None, num_chains: int) -> s
     several usable cores, groups of chains run that program at once in threads
     ("threaded"): XLA runs a computation on the thread that calls it, so each group has a
     core (1.3-2.1x the ESS per second of "looped" on the six ``python -m benchmarks`` models
-    on 2 cores; least on the cheapest runs, where fixed per-run costs weigh most). On accelerators, and for kernels that adapt across
-    chains (ChEES, MEADS) or runs on a device mesh, the chains run together ("vectorized").
+    on 2 cores; least on the cheapest runs, where fixed per-run costs weigh most). On
+    accelerators, and for kernels that adapt across chains (ChEES, MEADS) or runs on a
+    device mesh, the chains run together ("vectorized").
     """
     if kernel.chains_batched or mesh is not None or jax.default_backend() != "cpu":
         return "vectorized"
