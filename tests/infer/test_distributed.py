@@ -51,7 +51,8 @@ WORKER = textwrap.dedent(
         tree = mcmc.to_datatree()
         assert tree.posterior["beta"].shape == (4, 20, 3), tree.posterior["beta"].shape
     else:  # meanwhile process 1 checks the draws against a one-process run
-        alone = MCMC(NUTS(model), progress_bar=False, **settings)
+        # vectorized, as each device runs its chains (see test_sharding.py)
+        alone = MCMC(NUTS(model), progress_bar=False, chain_method="vectorized", **settings)
         alone.run(jax.random.key(7), x, y)
         reference = np.asarray(alone.get_samples(group_by_chain=True)["beta"])
         # rounding differences (partial sums over the data axis) grow along the trajectories;
