@@ -16,6 +16,7 @@ Regenerate only on purpose (a deliberate change of the draws), with
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def run_config(name: str) -> dict[str, np.ndarray]:
 
     kernel_name, kernel_settings, mcmc_settings = CONFIGS[name]
     module = zoo.load("eight_schools")
-    with jax.enable_x64(True):
+    with _x64_everywhere():
         data = module.load_data()
         kernel = getattr(ppl.infer, kernel_name)(module.model, **kernel_settings)
         settings = {"num_chains": 2, "chain_method": "looped", **mcmc_settings}
@@ -79,6 +80,20 @@ def run_config(name: str) -> dict[str, np.ndarray]:
         samples = mcmc.get_samples(group_by_chain=True)
         out.update({f"site_{k}": np.asarray(v) for k, v in samples.items()})
     return out
+
+
+@contextlib.contextmanager
+def _x64_everywhere():
+    """float64 on every thread. ``jax.enable_x64`` is thread-local, and in the layout that
+    wrote the file the low-rank metric's host callback rounded its inputs to float32 when XLA
+    ran it on a thread that did not see the flag, at random; the global flag made that layout
+    reproducible (``ppl.infer.warmup.low_rank.to_host_bits`` now does it for every run)."""
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 def _saved() -> dict[str, np.ndarray]:
