@@ -127,8 +127,7 @@ def _nuts():
 def run_model(spec: str, args) -> dict[str, Any]:
     import ppl
     from benchmarks.models import format_model, parse_model
-    from ppl.infer.chees import ChEES
-    from ppl.infer.meads import MEADS
+    from ppl.infer import MEADS, ChEES
 
     choice = parse_model(spec, quick=args.quick)
     model_fn = choice.model.build(ppl)

@@ -19,7 +19,7 @@ import numpy as np
 
 
 def _runner(name: str, logdensity, step_size, imm, chains: int, draws: int):
-    from ppl.infer import nuts
+    from ppl.infer.kernels import nuts
 
     def one_chain(key, x):
         if name == "ppl":

@@ -13,10 +13,12 @@ import numpyro.distributions  # noqa: F401
 
 from ppl import distributions, handlers, infer, reparam
 from ppl.density import InitializationError, LogDensity, SiteInfo, logdensity
-from ppl.infer import Predictive, log_likelihood
+from ppl.infer import Predictive, _moved, log_likelihood
 from ppl.interop import from_numpyro
 from ppl.primitives import deterministic, factor, param, plate, sample
 from ppl.runtime import MissingSeedError
+
+_moved.install("ppl")  # ppl.convert, now ppl.infer.results.datatree
 
 __version__ = "0.1.0"
 

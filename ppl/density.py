@@ -15,30 +15,29 @@ Each latent site is mapped to the real line with ``biject_to(site.support)``
 scaled and masked like the site itself. Plates with subsampling keep the
 indices drawn when the model was first traced, so the density is a
 deterministic function of theta (use SVI for stochastic minibatches).
+
+Per-site metadata and transforms come from :mod:`ppl.sites`, the handlers that set
+latent sites and the init strategies from :mod:`ppl.latent`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import biject_to
-from numpyro.distributions.util import sum_rightmost
 
-from ppl.handlers import Messenger, seed, trace
-from ppl.primitives import _base_dist
+from ppl.handlers import Messenger, trace
+from ppl.latent import INIT_STRATEGIES as INIT_STRATEGIES
+from ppl.latent import _SetLatent, _strategy, _Unconstrain
+from ppl.sites import SiteInfo, _prototype_trace, _site_log_prob, _to_unconstrained, site_infos
 
 __all__ = ["FunctionLogDensity", "InitializationError", "LogDensity", "SiteInfo", "logdensity"]
-
-INIT_STRATEGIES = ("uniform", "median", "prior")
 
 # compiled functions shared by LogDensity objects of the same model layout (see shared_jit)
 _SHARED_JIT: dict = {}
@@ -47,36 +46,6 @@ _SHARED_JIT_SIZE = 256
 
 class InitializationError(RuntimeError):
     """No starting point with a finite log density and gradient was found."""
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    """Metadata of one model site.
-
-    Attributes:
-        name: site name.
-        kind: "latent", "observed", "deterministic", "factor" or "param".
-        shape: shape of the (constrained) value.
-        dims: one entry per axis of ``shape``: the name of the plate that owns
-            the axis, or None.
-        event_shape: the distribution's event shape (sample sites), else ().
-        support: the distribution's support (sample sites), else None.
-        distribution: the distribution's class name (sample sites), else "".
-        unconstrained_shape: shape on the unconstrained scale (latent sites).
-        offset: start of the site's slice in the flat vector (latent sites).
-        size: length of that slice (latent sites).
-    """
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    dims: tuple[str | None, ...]
-    event_shape: tuple[int, ...] = ()
-    support: constraints.Constraint | None = None
-    distribution: str = ""
-    unconstrained_shape: tuple[int, ...] | None = None
-    offset: int | None = None
-    size: int | None = None
 
 
 def logdensity(model: Callable, *args: Any, **kwargs: Any) -> LogDensity:
@@ -129,7 +98,7 @@ class LogDensity:
             for name, site in prototype.items()
             if site["type"] in ("plate", "param")
         }
-        self.sites = _site_infos(prototype)
+        self.sites = site_infos(prototype)
         self.latent_names = tuple(n for n, s in self.sites.items() if s.kind == "latent")
         self.dim = sum(self.sites[n].size for n in self.latent_names)
 
@@ -472,168 +441,6 @@ class FunctionLogDensity(LogDensity):
         return jax.jit(jax.vmap(draw_one))
 
 
-# ---------------------------------------------------------------------- handlers
-
-
-class _LatentSetter(Messenger):
-    """Base of the handlers that set latent sites: plates and params keep their prototype
-    values, unknown latent sites are refused, and :meth:`set_latent` fills in the rest."""
-
-    def __init__(self, fixed: dict, sites: dict):
-        self.fixed = fixed
-        self.sites = sites
-        super().__init__()
-
-    def process_message(self, msg: dict) -> None:
-        name = msg["name"]
-        if msg["type"] in ("plate", "param"):
-            if name in self.fixed:
-                msg["value"] = self.fixed[name]
-            return
-        if msg["type"] != "sample" or msg["is_observed"]:
-            return
-        if name not in self.sites or self.sites[name].kind != "latent":
-            _unexpected_site(name, self.sites)
-        self.set_latent(msg)
-
-    def set_latent(self, msg: dict) -> None:
-        raise NotImplementedError
-
-
-class _Unconstrain(_LatentSetter):
-    """Set latent sites from unconstrained values, recording the log-Jacobian."""
-
-    def __init__(self, unconstrained: dict, fixed: dict, sites: dict):
-        self.unconstrained = unconstrained
-        super().__init__(fixed, sites)
-
-    def set_latent(self, msg: dict) -> None:
-        u = self.unconstrained[msg["name"]]
-        support = msg["fn"].support
-        if _is_real(support):
-            msg["value"] = u
-            return
-        transform = biject_to(support)
-        value = transform(u)
-        log_det = transform.log_abs_det_jacobian(u, value)
-        event_dim = len(msg["fn"].event_shape)
-        msg["value"] = value
-        msg["log_det"] = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(value) + event_dim)
-
-
-class _SetLatent(_LatentSetter):
-    """Set latent sites to ``site_value(msg)`` (constrained values).
-
-    With ``rng_key`` each latent site's message gets its own key (for random
-    init strategies) before ``site_value`` is called.
-    """
-
-    def __init__(
-        self,
-        site_value: Callable[[dict], Any],
-        fixed: dict,
-        sites: dict,
-        rng_key: jax.Array | None = None,
-    ):
-        self.site_value = site_value
-        self.rng_key = rng_key
-        super().__init__(fixed, sites)
-
-    def set_latent(self, msg: dict) -> None:
-        if self.rng_key is not None:
-            self.rng_key, msg["kwargs"]["rng_key"] = jax.random.split(self.rng_key)
-        msg["value"] = self.site_value(msg)
-
-
-class _PrototypeValues(Messenger):
-    """Draw latent sites from their prior; improper priors get a point in their support."""
-
-    def process_message(self, msg: dict) -> None:
-        if msg["type"] != "sample" or msg["value"] is not None:
-            return
-        if msg["kwargs"].get("rng_key") is None:
-            return  # no seed: the default behaviour raises a clear error
-        try:
-            msg["value"] = msg["fn"](**msg["kwargs"])
-        except NotImplementedError:
-            msg["value"] = _support_point(msg)
-
-
-def _support_point(msg: dict) -> jax.Array:
-    """The image of unconstrained zeros: a valid point for distributions that cannot sample."""
-    shape = tuple(msg["kwargs"].get("sample_shape", ())) + tuple(msg["fn"].shape())
-    transform = biject_to(msg["fn"].support)
-    return transform(jnp.zeros(transform.inverse_shape(shape)))
-
-
-def _unexpected_site(name: str, sites: dict) -> None:
-    raise ValueError(
-        f"latent site '{name}' appeared that was not in the model's first trace: a model "
-        "compiled by ppl.logdensity must have the same sites on every run (no "
-        "data-dependent Python control flow over random values)"
-    )
-
-
-def _strategy(strategy, latent_names, radius) -> Callable[[dict], Any]:
-    """Per-site function ``msg -> constrained value`` for an init strategy."""
-
-    def shape(msg):
-        return tuple(msg["kwargs"].get("sample_shape", ())) + tuple(msg["fn"].shape())
-
-    def uniform(msg):
-        transform = biject_to(msg["fn"].support)
-        ushape = transform.inverse_shape(shape(msg))
-        key = msg["kwargs"]["rng_key"]
-        return transform(jax.random.uniform(key, ushape, minval=-radius, maxval=radius))
-
-    def prior(msg):
-        sample_shape = tuple(msg["kwargs"].get("sample_shape", ()))
-        try:
-            return msg["fn"](rng_key=msg["kwargs"]["rng_key"], sample_shape=sample_shape)
-        except NotImplementedError:  # improper prior: fall back to uniform
-            return uniform(msg)
-
-    def median(msg):
-        fn, key = msg["fn"], msg["kwargs"]["rng_key"]
-        try:
-            draws = fn(rng_key=key, sample_shape=(15, *msg["kwargs"].get("sample_shape", ())))
-        except NotImplementedError:  # improper prior: fall back to uniform
-            return uniform(msg)
-        med = jnp.median(draws, axis=0)
-        inside = jnp.all(fn.support(med))
-        return jnp.where(inside, med, draws[0])
-
-    if isinstance(strategy, dict):
-        unknown = sorted(set(strategy) - set(latent_names))
-        if unknown:
-            raise KeyError(
-                f"init values given for {unknown}, which are not latent sites of the model "
-                f"(latent sites: {list(latent_names)})"
-            )
-        given = {k: jnp.asarray(v) for k, v in strategy.items()}
-
-        def from_values(msg):
-            if msg["name"] in given:
-                value = given[msg["name"]]
-                expected = shape(msg)
-                if value.shape != expected:
-                    raise ValueError(
-                        f"init value for site '{msg['name']}' has shape {value.shape}, "
-                        f"expected {expected}"
-                    )
-                return value
-            return uniform(msg)
-
-        return from_values
-    table = {"uniform": uniform, "prior": prior, "median": median}
-    if strategy not in table:
-        raise ValueError(
-            f"unknown init strategy {strategy!r}: use one of {INIT_STRATEGIES} or a dict of "
-            "initial values"
-        )
-    return table[strategy]
-
-
 # ---------------------------------------------------------------------- helpers
 
 
@@ -658,96 +465,3 @@ def join_data(arrays: list, structure: tuple) -> tuple[tuple, dict]:
     it = iter(arrays)
     leaves = [next(it) if a else x for a, x in zip(is_array, static, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def _prototype_trace(model: Callable, args: tuple, kwargs: dict, rng_seed: int) -> dict:
-    """Trace the model once; an error raised inside it gets a note naming the last site."""
-    tracer = trace(_PrototypeValues(seed(model, rng_seed=rng_seed)))
-    try:
-        return tracer.get_trace(*args, **kwargs)
-    except Exception as err:
-        recorded = [n for n, s in getattr(tracer, "trace", {}).items() if s["type"] != "plate"]
-        where = f"after site '{recorded[-1]}'" if recorded else "before its first site"
-        err.add_note(f"(raised while ppl traced the model, {where})")
-        raise
-
-
-def _is_real(support) -> bool:
-    return support is constraints.real or (
-        isinstance(support, constraints.independent) and support.base_constraint is constraints.real
-    )
-
-
-def _to_unconstrained(site: dict) -> jax.Array:
-    support = site["fn"].support
-    if _is_real(support):
-        return jnp.asarray(site["value"])
-    return biject_to(support).inv(site["value"])
-
-
-def _site_log_prob(site: dict) -> jax.Array:
-    """Sum of a sample site's log-probability with mask, scale and log-Jacobian applied."""
-    log_prob = site["fn"].log_prob(site["value"])
-    if "log_det" in site:
-        log_prob = log_prob + site["log_det"]
-    if site["mask"] is not None:
-        log_prob = jnp.where(site["mask"], log_prob, 0.0)
-    if site["scale"] is not None:
-        log_prob = site["scale"] * log_prob
-    return jnp.sum(log_prob)
-
-
-def _site_dims(site: dict, shape: tuple[int, ...], event_dim: int) -> tuple[str | None, ...]:
-    dims: list[str | None] = [None] * len(shape)
-    for frame in site["cond_indep_stack"]:
-        axis = len(shape) - event_dim + frame.dim
-        if 0 <= axis < len(shape) - event_dim and shape[axis] == frame.size:
-            dims[axis] = frame.name
-    return tuple(dims)
-
-
-def _site_infos(prototype: dict) -> dict[str, SiteInfo]:
-    infos: dict[str, SiteInfo] = {}
-    offset = 0
-    for name, site in prototype.items():
-        kind = site["type"]
-        if kind == "plate":
-            continue
-        shape = tuple(jnp.shape(site["value"]))
-        if kind != "sample":
-            infos[name] = SiteInfo(name, kind, shape, _site_dims(site, shape, 0))
-            continue
-        fn = site["fn"]
-        event_shape = tuple(fn.event_shape)
-        common = dict(
-            shape=shape,
-            dims=_site_dims(site, shape, len(event_shape)),
-            event_shape=event_shape,
-            support=fn.support,
-            distribution=type(_base_dist(fn)).__name__,
-        )
-        if site["infer"].get("is_factor"):
-            infos[name] = SiteInfo(name, "factor", **common)
-        elif site["is_observed"]:
-            infos[name] = SiteInfo(name, "observed", **common)
-        else:
-            if fn.support.is_discrete:
-                raise TypeError(
-                    f"latent site '{name}' has a discrete distribution "
-                    f"({type(fn).__name__}); gradient-based inference needs continuous "
-                    "latent variables: marginalize it out, or observe it"
-                )
-            try:
-                transform = biject_to(fn.support)
-            except NotImplementedError as err:
-                raise TypeError(
-                    f"latent site '{name}': no bijection to the real line is known for its "
-                    f"support {fn.support!r}"
-                ) from err
-            ushape = tuple(transform.inverse_shape(shape))
-            size = math.prod(ushape)
-            infos[name] = SiteInfo(
-                name, "latent", **common, unconstrained_shape=ushape, offset=offset, size=size
-            )
-            offset += size
-    return infos

@@ -84,7 +84,7 @@ def test_sample_shape_outside_plates():
 
 
 def test_sample_shape_site_in_log_density():
-    # BUG (ppl/density.py): the init strategies build values from fn.shape() /
+    # BUG (ppl/latent.py): the init strategies build values from fn.shape() /
     # fn(rng_key=...) and ignore the site's sample_shape, so init fails.
     def model():
         ppl.sample("x", dist.Normal(0.0, 1.0), sample_shape=(3,))

@@ -8,7 +8,9 @@ The metric is given by the inverse mass matrix ``M⁻¹`` in one of three forms:
   ``M⁻¹ = S (I + U (Λ - I) Uᵀ) S`` with ``S = diag(scale)`` (nutpie's low-rank modified metric).
 
 The form is chosen statically (array ``ndim`` or pytree type), so these functions jit and vmap
-unchanged.
+unchanged. The integrator (:mod:`ppl.infer.core.integrators`), the kernels
+(:mod:`ppl.infer.kernels`) and the step-size heuristic use them; the warmups
+(:mod:`ppl.infer.warmup`) estimate the matrices.
 
 Momentum is ``p ~ N(0, M)``, the kinetic energy is ``½ pᵀ M⁻¹ p`` and the velocity
 (Betancourt's "sharp momentum") is ``p♯ = M⁻¹ p``.

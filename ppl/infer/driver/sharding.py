@@ -12,6 +12,8 @@ single-device draws up to the order of floating-point sums.
 Several processes (``jax.distributed.initialize``) form one global mesh the same way;
 :func:`to_host` gathers results onto every process and :func:`broadcast_int` keeps host-side
 decisions (progress-bar chunk sizes) identical across processes, as the collectives need.
+:mod:`ppl.infer.driver.chains` places the chains with these helpers and ``MCMC``
+(:mod:`ppl.infer.driver.mcmc`) checks the mesh and places the data.
 
 Example:
     >>> mesh = make_mesh(chains=1)
@@ -100,8 +102,7 @@ def check_mesh(mesh: Any, num_chains: int) -> Mesh:
     """Validate a user's mesh for ``num_chains`` chains; returns it."""
     if not isinstance(mesh, Mesh):
         raise TypeError(
-            "mesh must be a jax.sharding.Mesh (e.g. ppl.infer.sharding.make_mesh(chains=4)), "
-            f"got {mesh!r}"
+            f"mesh must be a jax.sharding.Mesh (e.g. ppl.infer.make_mesh(chains=4)), got {mesh!r}"
         )
     names = tuple(mesh.axis_names)
     unknown = [n for n in names if n not in AXES]

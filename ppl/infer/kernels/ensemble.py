@@ -1,316 +1,67 @@
-"""Shared machinery of the many-chain samplers (ChEES-HMC, MEADS): one program over all chains.
+# ruff: noqa: RUF002  (the docstrings use the papers' Greek notation)
+"""Transitions of the kernels that run all chains at once: jittered HMC (ChEES) and GHMC (MEADS).
 
-An ensemble kernel adapts its parameters from statistics *across* chains, so its program runs
-all chains at once (leading chain axis everywhere) and :class:`ppl.infer.MCMC` compiles it
-as it is instead of vmapping it (``chains_batched = True``). This module holds what both
-kernels share:
+Every array has the chain axis first; every chain takes the same number of leapfrog steps in
+an iteration, so hundreds of chains run in lockstep on an accelerator without the
+control-flow divergence of NUTS. Two :class:`~ppl.infer.base.Kernel` s:
 
-* :class:`EnsembleKernel`: the kernel base class (settings, the hook into ``MCMC``, checks of
-  the number of chains);
-* :class:`EnsembleProgram`: ``init`` / ``empty_draws`` / ``advance`` / ``finish`` over all
-  chains, with the per-iteration work left to :meth:`EnsembleProgram.iterate`;
-* cross-chain statistics (:func:`chain_mean`, :func:`chain_variance`,
-  :func:`max_eigenvalue`) and the base-2 Halton sequence used to jitter trajectory lengths.
+* :func:`jittered_hmc_kernel`: plain HMC with a step size, diagonal metric and number of
+  leapfrog steps shared by all chains (their values come from ChEES's warmup,
+  :mod:`ppl.infer.warmup.chees`, which also needs the trajectories' ends from the info);
+* :func:`ghmc_kernel`: one step of generalized HMC (Horowitz 1991) per chain with a
+  persistent momentum and Neal's non-reversible slice variable, with per-chain parameters
+  (from MEADS's warmup, :mod:`ppl.infer.warmup.meads`).
 
-Every leaf of the carry has the chain axis first (shared scalars are stored once per chain),
-so the carry can be sharded along the chains like the positions; cross-chain means then
-become all-reduces under ``jit``.
+Each iteration's key per chain is split as documented per kernel; the warmups paired with them
+use the rest (see :mod:`ppl.infer.base`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ppl.density import LogDensity
-from ppl.infer import hmc
-from ppl.infer.mcmc import Draws, SamplingState, _Kernel
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ppl.infer.mcmc import MCMC
+from ppl.infer.base import Kernel
+from ppl.infer.core.integrators import IntegratorState, energy_error, velocity_verlet
+from ppl.infer.kernels.hmc import HMCState
 
 __all__ = [
-    "EnsembleCarry",
-    "EnsembleKernel",
-    "EnsembleProgram",
-    "IterationResult",
-    "chain_mean",
-    "chain_variance",
-    "halton",
-    "max_eigenvalue",
-    "replicate",
-    "shared",
+    "MAX_DELTA_ENERGY",
+    "GHMCInfo",
+    "GHMCParameters",
+    "GHMCState",
+    "JitteredHMCInfo",
+    "JitteredHMCParameters",
+    "ghmc_kernel",
+    "init",
+    "jittered_hmc_kernel",
+    "leapfrog_steps",
+    "metropolis_energies",
+    "where_chains",
 ]
 
 MAX_DELTA_ENERGY = 1000.0  # energy error above which a transition is divergent
-_TINY = 1e-30
 
 
-# ---------------------------------------------------------------------- statistics
-
-
-def replicate(tree: Any, num_chains: int) -> Any:
-    """Give every leaf of ``tree`` a leading chain axis (the same value for every chain)."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))), tree)
-
-
-def shared(tree: Any) -> Any:
-    """The value of a replicated pytree (chain 0's copy)."""
-    return jax.tree.map(lambda x: x[0], tree)
-
-
-def chain_mean(x: Array, weights: Array | None = None) -> Array:
-    """Weighted mean over the chain axis of ``x (num_chains, ...)``; non-finite rows get weight 0.
-
-    Args:
-        x: shape ``(num_chains, ...)``.
-        weights: shape ``(num_chains,)``, non-negative (default: equal).
-
-    Returns:
-        Shape ``x.shape[1:]``; zeros where every weight is zero.
-    """
-    finite = jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
-    w = jnp.ones(x.shape[0], x.dtype) if weights is None else weights.astype(x.dtype)
-    w = jnp.where(finite, w, 0.0)
-    w = w.reshape((-1,) + (1,) * (x.ndim - 1))
-    total = jnp.sum(w, axis=0)
-    return jnp.sum(w * jnp.where(jnp.isfinite(x), x, 0.0), axis=0) / jnp.maximum(total, _TINY)
-
-
-def chain_variance(x: Array) -> Array:
-    """Unbiased per-coordinate variance over the chain axis of ``x (num_chains, dim)``."""
-    n = x.shape[0]
-    mean = jnp.mean(x, axis=0)
-    return jnp.sum((x - mean) ** 2, axis=0) / max(n - 1, 1)
-
-
-def max_eigenvalue(x: Array) -> Array:
-    """Estimate the largest eigenvalue of ``E[x xᵀ]`` from rows ``x (n, dim)`` (n >= 2).
-
-    Returns ``tr(Σ²) / tr(Σ)`` with both traces estimated without bias from the rows (the
-    off-diagonal squared inner products for ``tr(Σ²)``), as in MEADS (Hoffman & Sountsov 2022,
-    §3.2): close to the top eigenvalue when it dominates the spectrum, never above it in
-    expectation, and far less noisy than the top eigenvalue of the sample matrix when
-    ``dim >> n``. Work is ``O(n² dim)``.
-    """
-    n = x.shape[0]
-    gram = x @ x.T
-    diag = jnp.diag(gram)
-    trace = jnp.sum(diag) / n
-    trace_sq = (jnp.sum(gram**2) - jnp.sum(diag**2)) / (n * (n - 1))
-    return jnp.maximum(trace_sq, _TINY) / jnp.maximum(trace, _TINY)
-
-
-def halton(index: Array, max_bits: int = 32) -> Array:
-    """The base-2 Halton (van der Corput) number of a non-negative integer ``index``, in [0, 1).
-
-    Bit ``k`` of ``index`` contributes ``2^-(k+1)``: 1 -> 0.5, 2 -> 0.25, 3 -> 0.75, ... so
-    consecutive indices spread evenly over the unit interval.
-    """
-    index = jnp.asarray(index, jnp.uint32)
-    bits = (index[..., None] >> jnp.arange(max_bits, dtype=jnp.uint32)) & 1
-    weights = 0.5 ** jnp.arange(1, max_bits + 1, dtype=jnp.float32)
-    return jnp.sum(bits.astype(jnp.float32) * weights, axis=-1)
-
-
-# ---------------------------------------------------------------------- kernel and program
-
-
-class EnsembleKernel(_Kernel):
-    """Base class of the kernels that adapt across chains (``MCMC`` runs them all at once).
-
-    Args:
-        model: a model function or a :class:`ppl.LogDensity`.
-        logdensity_fn: instead of a model, a plain function ``theta (dim,) -> log density``.
-        init_strategy: "uniform", "median", "prior" or a dict of initial values.
-        step_size: initial step size (in the units of the preconditioned space).
-        min_chains: the fewest chains the kernel's cross-chain statistics accept.
-    """
-
-    chains_batched = True
-    min_chains = 2
-
-    def __init__(
-        self,
-        model: Callable | LogDensity | None = None,
-        *,
-        logdensity_fn: Callable | None = None,
-        step_size: float = 1.0,
-        target_accept_prob: float = 0.8,
-        init_strategy: str | dict = "uniform",
-    ):
-        super().__init__(
-            model,
-            logdensity_fn=logdensity_fn,
-            step_size=step_size,
-            target_accept_prob=target_accept_prob,
-            init_strategy=init_strategy,
-        )
-
-    def settings(self) -> tuple:
-        return (type(self).__name__, self.step_size, self.target_accept_prob)
-
-    def step_fn(self, logdensity_fn):  # pragma: no cover - ensemble kernels have no per-chain step
-        raise TypeError(f"{type(self).__name__} runs all chains at once: use it through MCMC")
-
-    def check_chains(self, num_chains: int) -> None:
-        """Raise a ValueError when ``num_chains`` is too few for this kernel."""
-        if num_chains < self.min_chains:
-            raise ValueError(
-                f"{type(self).__name__} adapts from statistics across chains and needs "
-                f"num_chains >= {self.min_chains}, got {num_chains} (it is meant for 64 to "
-                "4096 chains; use NUTS for a few)"
-            )
-
-
-class EnsembleCarry(NamedTuple):
-    """Everything carried between chunks of iterations; every leaf has the chain axis first.
-
-    Attributes:
-        state: the chains' ``HMCState`` (positions (num_chains, dim), ...).
-        adapt: the kernel's own state (parameters, adaptation, persistent momenta).
-        num_divergent_warmup: (num_chains,) int, divergent transitions during warmup.
-        num_divergent: (num_chains,) int, divergent transitions while sampling.
-        num_steps_warmup: (num_chains,) int, gradient evaluations during warmup.
-    """
-
-    state: hmc.HMCState
-    adapt: Any
-    num_divergent_warmup: Array
-    num_divergent: Array
-    num_steps_warmup: Array
-
-
-class IterationResult(NamedTuple):
-    """What :meth:`EnsembleProgram.iterate` returns for one iteration of all chains.
-
-    Attributes:
-        state: the new ``HMCState`` (batched).
-        adapt: the new kernel state.
-        acceptance_rate: (num_chains,) Metropolis acceptance probability.
-        diverging: (num_chains,) bool.
-        energy: (num_chains,) Hamiltonian of the new state.
-        num_steps: (num_chains,) int32 gradient evaluations in the iteration.
-    """
-
-    state: hmc.HMCState
-    adapt: Any
-    acceptance_rate: Array
-    diverging: Array
-    energy: Array
-    num_steps: Array
-
-
-class EnsembleProgram:
-    """``init`` / ``empty_draws`` / ``advance`` / ``finish`` over all chains at once.
-
-    Subclasses implement :meth:`init_adapt`, :meth:`iterate` (one iteration of every chain,
-    adapting when ``in_warmup``) and :meth:`sampling_parameters` (step size and inverse mass
-    matrix reported per chain). Iteration ``i`` of chain ``c`` uses the key
-    ``fold_in(chain_key[c], i)``, so the draws do not depend on chunking.
-    """
-
-    def __init__(self, template: LogDensity, kernel: EnsembleKernel, mcmc: MCMC):
-        kernel.check_chains(mcmc.num_chains)
-        self.template = template
-        self.kernel = kernel
-        self.num_chains = mcmc.num_chains
-        self.num_warmup = mcmc.num_warmup
-        self.num_samples = mcmc.num_samples
-        self.thinning = mcmc.thinning
-        self.total = self.num_warmup + self.num_samples * self.thinning
-
-    def logdensity(self, data) -> LogDensity:
-        return self.template.with_data_tree(data)
-
-    # -- to implement
-    def init_adapt(self, state: hmc.HMCState, ld, inverse_mass_diag) -> Any:
-        """The kernel's state before the first iteration (no randomness: iteration 0 draws)."""
-        raise NotImplementedError
-
-    def iterate(self, keys: Array, carry: EnsembleCarry, ld, i: Array) -> IterationResult:
-        raise NotImplementedError
-
-    def sampling_parameters(self, adapt: Any) -> tuple[Array, Array]:
-        """``(step_size (num_chains,), inverse_mass_matrix (num_chains, dim))``."""
-        raise NotImplementedError
-
-    # -- the program
-    def init(self, positions: Array, data, inverse_mass_diag=None) -> EnsembleCarry:
-        ld = self.logdensity(data)
-        positions = jnp.asarray(positions)
-        log_density, grad = jax.vmap(jax.value_and_grad(ld))(positions)
-        state = hmc.HMCState(positions, log_density, grad)
-        adapt = self.init_adapt(state, ld, inverse_mass_diag)
-        zero = jnp.zeros(positions.shape[0], jnp.int32)
-        return EnsembleCarry(state, adapt, zero, zero, zero)
-
-    def empty_draws(self, positions: Array) -> Draws:
-        c, n, d = positions.shape[0], self.num_samples, positions.shape[-1]
-        f = positions.dtype
-        return Draws(
-            position=jnp.zeros((c, n, d), f),
-            log_density=jnp.zeros((c, n), f),
-            acceptance_rate=jnp.zeros((c, n), f),
-            diverging=jnp.zeros((c, n), bool),
-            energy=jnp.zeros((c, n), f),
-            tree_depth=jnp.zeros((c, n), jnp.int32),
-            num_steps=jnp.zeros((c, n), jnp.int32),
-        )
-
-    def advance(self, keys: Array, carry: EnsembleCarry, draws: Draws, data, start, n):
-        """Run iterations ``start .. start + n - 1`` of every chain."""
-        ld = self.logdensity(data)
-
-        def body(i, c):
-            carry, draws = c
-            keys_i = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
-            in_warmup = i < self.num_warmup
-            result = self.iterate(keys_i, carry, ld, i)
-            diverging = result.diverging.astype(jnp.int32)
-            j = jnp.maximum(i - self.num_warmup, 0) // self.thinning
-            row = (
-                result.state.position,
-                result.state.log_density,
-                result.acceptance_rate,
-                result.diverging,
-                result.energy,
-                jnp.zeros_like(result.num_steps),
-                result.num_steps,
-            )
-            draws = Draws(
-                *(buf.at[:, j].set(x.astype(buf.dtype)) for buf, x in zip(draws, row, strict=True))
-            )
-            carry = EnsembleCarry(
-                result.state,
-                result.adapt,
-                carry.num_divergent_warmup + jnp.where(in_warmup, diverging, 0),
-                carry.num_divergent + jnp.where(in_warmup, 0, diverging),
-                carry.num_steps_warmup + jnp.where(in_warmup, result.num_steps, 0),
-            )
-            return carry, draws
-
-        return jax.lax.fori_loop(start, start + n, body, (carry, draws))
-
-    def finish(self, carry: EnsembleCarry) -> SamplingState:
-        step_size, inverse_mass = self.sampling_parameters(carry.adapt)
-        return SamplingState(
-            carry.state, step_size, inverse_mass, carry.num_divergent, carry.num_steps_warmup
-        )
+def init(positions: Array, logdensity_fn: Callable[[Array], Array]) -> HMCState:
+    """The chains' ``HMCState`` at ``positions (num_chains, dim)`` (one gradient per chain)."""
+    positions = jnp.asarray(positions)
+    log_density, grad = jax.vmap(jax.value_and_grad(logdensity_fn))(positions)
+    return HMCState(positions, log_density, grad)
 
 
 def leapfrog_steps(
     ld: Callable[[Array], Array],
-    state: hmc.HMCState,
+    state: HMCState,
     momentum: Array,
     step_size: Array,
     inverse_mass_diag: Array,
     num_steps: Array,
-) -> hmc.IntegratorState:
+) -> IntegratorState:
     """Integrate ``num_steps`` leapfrog steps of every chain (one trip count for all chains).
 
     Args:
@@ -328,17 +79,17 @@ def leapfrog_steps(
     imm = jnp.broadcast_to(inverse_mass_diag, state.position.shape)
 
     def one(z, eps, m):
-        return hmc.velocity_verlet(ld, m)(z, eps)
+        return velocity_verlet(ld, m)(z, eps)
 
     step = jax.vmap(one)
-    start = hmc.IntegratorState(state.position, momentum, state.log_density, state.grad)
+    start = IntegratorState(state.position, momentum, state.log_density, state.grad)
     return jax.lax.fori_loop(0, num_steps, lambda _, z: step(z, step_size, imm), start)
 
 
 def metropolis_energies(
-    state: hmc.HMCState,
+    state: HMCState,
     momentum: Array,
-    end: hmc.IntegratorState,
+    end: IntegratorState,
     inverse_mass_diag: Array,
 ) -> tuple[Array, Array, Array]:
     """Initial and final Hamiltonians and the energy error of a batch of trajectories.
@@ -356,7 +107,7 @@ def metropolis_energies(
         & jnp.all(jnp.isfinite(end.grad), axis=-1)
         & jnp.all(jnp.isfinite(end.position), axis=-1)
     )
-    delta = jnp.where(finite, hmc.energy_error(h0, h1), jnp.inf)
+    delta = jnp.where(finite, energy_error(h0, h1), jnp.inf)
     return h0, h1, delta
 
 
@@ -370,13 +121,195 @@ def where_chains(mask: Array, a: Any, b: Any) -> Any:
     return jax.tree.map(pick, a, b)
 
 
-def initial_inverse_mass(state: hmc.HMCState, inverse_mass_diag: Array | None) -> Array:
-    """A starting diagonal inverse mass matrix (dim,): the given one, else from the ensemble.
+# ---------------------------------------------------------------------- jittered HMC (ChEES)
 
-    Without one, the cross-chain variance of the initial positions when the chains are spread
-    out, and ``1`` where they all start at the same value.
+
+class JitteredHMCParameters(NamedTuple):
+    """One iteration's parameters, shared by all chains.
+
+    Attributes:
+        step_size: scalar ``ε``.
+        inverse_mass_diag: ``(dim,)`` diagonal inverse mass matrix.
+        num_steps: int32 scalar, leapfrog steps (the jittered trajectory length over ``ε``).
     """
-    if inverse_mass_diag is not None:
-        return jnp.asarray(inverse_mass_diag, state.position.dtype)
-    var = chain_variance(state.position)
-    return jnp.where(jnp.isfinite(var) & (var > 1e-10), var, 1.0)
+
+    step_size: Array
+    inverse_mass_diag: Array
+    num_steps: Array
+
+
+class JitteredHMCInfo(NamedTuple):
+    """Diagnostics of one iteration of all chains.
+
+    Attributes:
+        acceptance_rate: (num_chains,) Metropolis acceptance probability.
+        diverging: (num_chains,) bool, energy error above :data:`MAX_DELTA_ENERGY` (or NaN).
+        energy: (num_chains,) Hamiltonian of the returned state.
+        num_steps: (num_chains,) int32 gradient evaluations.
+        proposal: the trajectories' ends (``IntegratorState``, batched), accepted or not:
+            ChEES's warmup measures the jump and the end velocity with them.
+    """
+
+    acceptance_rate: Array
+    diverging: Array
+    energy: Array
+    num_steps: Array
+    proposal: IntegratorState
+
+
+def jittered_hmc_kernel() -> Kernel:
+    """HMC over all chains at once with shared parameters (:class:`JitteredHMCParameters`).
+
+    The step's key per chain is split in two: a fresh momentum ``N(0, M)`` from the first, the
+    Metropolis uniform from the second.
+    """
+
+    def step(keys, state: HMCState, logdensity_fn, params: JitteredHMCParameters):
+        eps, imm = params.step_size, params.inverse_mass_diag
+        split = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
+        z = jax.vmap(lambda k, x: jax.random.normal(k, x.shape, x.dtype))(
+            split[:, 0], state.position
+        )
+        momentum = z * jax.lax.rsqrt(imm)
+        end = leapfrog_steps(logdensity_fn, state, momentum, eps, imm, params.num_steps)
+        h0, h1, delta = metropolis_energies(state, momentum, end, imm)
+        acceptance = jnp.exp(jnp.minimum(0.0, -delta))
+        uniform = jax.vmap(lambda k: jax.random.uniform(k, (), acceptance.dtype))(split[:, 1])
+        accepted = uniform < acceptance
+        proposal = HMCState(end.position, end.log_density, end.grad)
+        info = JitteredHMCInfo(
+            acceptance_rate=acceptance,
+            diverging=delta > MAX_DELTA_ENERGY,
+            energy=jnp.where(accepted, h1, h0),
+            num_steps=jnp.full(state.log_density.shape, params.num_steps, jnp.int32),
+            proposal=end,
+        )
+        return where_chains(accepted, proposal, state), info
+
+    return Kernel(init, step)
+
+
+# ---------------------------------------------------------------------- generalized HMC (MEADS)
+
+
+class GHMCState(NamedTuple):
+    """The chains' state under generalized HMC (every leaf has the chain axis first).
+
+    Attributes:
+        position: (num_chains, dim).
+        log_density: (num_chains,).
+        grad: (num_chains, dim).
+        momentum: (num_chains, dim) persistent momentum in preconditioned units: the momentum
+            is ``momentum / scale`` under the inverse mass matrix ``scale²``.
+        slice: (num_chains,) the non-reversible slice variable ``u`` in [-1, 1).
+    """
+
+    position: Array
+    log_density: Array
+    grad: Array
+    momentum: Array
+    slice: Array
+
+
+class GHMCParameters(NamedTuple):
+    """One iteration's generalized-HMC parameters, per chain.
+
+    Attributes:
+        step_size: (num_chains,) ``ε`` in the preconditioned coordinates.
+        scale: (num_chains, dim) ``σ``: the metric is ``M⁻¹ = diag(σ²)``.
+        alpha: (num_chains,) ``α`` in (0, 1], the fraction of the momentum's variance refreshed.
+        delta: (num_chains,) ``δ``, the drift of the slice variable.
+        moving: (num_chains,) bool; a chain that is not moving keeps its whole state.
+        fresh: bool scalar: draw the slice variables anew (the first iteration).
+    """
+
+    step_size: Array
+    scale: Array
+    alpha: Array
+    delta: Array
+    moving: Array
+    fresh: Array
+
+
+class GHMCInfo(NamedTuple):
+    """Diagnostics of one generalized-HMC iteration of all chains.
+
+    Attributes:
+        acceptance_rate: (num_chains,) ``min(1, exp(H₀ - H₁))``.
+        diverging: (num_chains,) bool, a moving chain's energy error above
+            :data:`MAX_DELTA_ENERGY` (or NaN).
+        energy: (num_chains,) Hamiltonian of the returned state.
+        num_steps: (num_chains,) int32 gradient evaluations (1 for each chain).
+    """
+
+    acceptance_rate: Array
+    diverging: Array
+    energy: Array
+    num_steps: Array
+
+
+def ghmc_kernel() -> Kernel:
+    """Generalized HMC, one leapfrog per chain per iteration (:class:`GHMCParameters`).
+
+    1. partial momentum refresh ``m ← sqrt(1 - α) m + sqrt(α) ξ``, ``ξ ~ N(0, I)``;
+    2. the slice variable ``u ∈ [-1, 1)`` drifts by ``δ`` (Neal 2020, non-reversible
+       Metropolis: ``|u|`` stays uniform but successive thresholds are correlated, so
+       rejections cluster instead of scattering);
+    3. one leapfrog step of size ``ε``; accept when ``log|u| ≤ H₀ - H₁`` (then
+       ``u ← u·exp(H₁ - H₀)``), else stay and negate the momentum.
+
+    The step's key per chain is split in three: ``ξ`` from the first, the fresh slice
+    variable from the second; the third is MEADS's warmup's (:mod:`ppl.infer.warmup.meads`).
+    """
+
+    def init_state(positions, logdensity_fn) -> GHMCState:
+        state = init(positions, logdensity_fn)
+        f = state.position.dtype
+        return GHMCState(
+            state.position,
+            state.log_density,
+            state.grad,
+            momentum=jnp.zeros_like(state.position),
+            slice=jnp.zeros(state.position.shape[0], f),
+        )
+
+    def step(keys, state: GHMCState, logdensity_fn, params: GHMCParameters):
+        f = state.position.dtype
+        split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+        alpha = params.alpha
+        noise = jax.vmap(lambda k, x: jax.random.normal(k, x.shape, x.dtype))(
+            split[:, 0], state.position
+        )
+        momentum = (
+            jnp.sqrt(1.0 - alpha)[:, None] * state.momentum + jnp.sqrt(alpha)[:, None] * noise
+        )
+        start_slice = jax.vmap(lambda k: jax.random.uniform(k, (), f, -1.0, 1.0))(split[:, 1])
+        slice_ = jnp.where(params.fresh, start_slice, state.slice)
+        slice_ = jnp.mod(slice_ + 1.0 + params.delta, 2.0) - 1.0
+
+        current = HMCState(state.position, state.log_density, state.grad)
+        imm = params.scale**2
+        p = momentum / params.scale
+        end = leapfrog_steps(logdensity_fn, current, p, params.step_size, imm, 1)
+        h0, h1, delta = metropolis_energies(current, p, end, imm)
+        accepted = jnp.log(jnp.abs(slice_)) <= -delta
+        new_slice = jnp.where(accepted, slice_ * jnp.exp(jnp.where(accepted, delta, 0.0)), slice_)
+        new_momentum = jnp.where(accepted[:, None], end.momentum * params.scale, -momentum)
+        proposal = HMCState(end.position, end.log_density, end.grad)
+        new_chain = where_chains(accepted, proposal, current)
+
+        # a chain that is not moving keeps its whole state (position, momentum, slice)
+        moving = params.moving
+        new_chain = where_chains(moving, new_chain, current)
+        new_momentum = where_chains(moving, new_momentum, state.momentum)
+        new_slice = jnp.where(moving, new_slice, state.slice)
+        energy = jnp.where(accepted, h1, h0)
+        info = GHMCInfo(
+            acceptance_rate=jnp.exp(jnp.minimum(0.0, -delta)),
+            diverging=moving & (delta > MAX_DELTA_ENERGY),
+            energy=jnp.where(moving, energy, h0),
+            num_steps=jnp.ones(state.log_density.shape, jnp.int32),
+        )
+        return GHMCState(*new_chain, new_momentum, new_slice), info
+
+    return Kernel(init_state, step)

@@ -1,12 +1,17 @@
-"""Hamiltonian Monte Carlo: the velocity Verlet integrator and a static-length HMC kernel.
+"""Static-length Hamiltonian Monte Carlo, and the chain state every HMC-family kernel shares.
 
-Kernels are pure functions over NamedTuple states, so ``jit``, ``vmap`` and ``lax.scan`` apply
-unchanged. A log density is a plain JAX function ``logdensity_fn(theta) -> scalar`` of a flat
-``(dim,)`` array; the inverse mass matrix is ``(dim,)`` (diagonal) or ``(dim, dim)`` (dense).
+:class:`HMCState` (position, log density, gradient) is the state of an HMC, NUTS or ensemble
+chain; :func:`init` makes it and :func:`step` is one HMC transition (fresh momentum, a
+fixed-length leapfrog trajectory from :mod:`ppl.infer.core.integrators`, Metropolis
+acceptance). Kernels are pure functions over NamedTuple states, so ``jit``, ``vmap`` and
+``lax.scan`` apply unchanged; the driver (:mod:`ppl.infer.driver`) gets its step size and
+metric from a warmup (:mod:`ppl.infer.warmup`). A log density is a plain JAX function
+``logdensity_fn(theta) -> scalar`` of a flat ``(dim,)`` array; the inverse mass matrix is
+``(dim,)`` (diagonal), ``(dim, dim)`` (dense) or a low-rank-plus-diagonal pytree.
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from ppl.infer import hmc
+    >>> from ppl.infer.kernels import hmc
     >>> logdensity_fn = lambda x: -0.5 * jnp.sum(x**2)
     >>> state = hmc.init(jnp.zeros(3), logdensity_fn)
     >>> state, info = hmc.step(jax.random.key(0), state, logdensity_fn, 0.5, jnp.ones(3),
@@ -20,63 +25,16 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ppl.infer.metrics import kinetic_energy, sample_momentum, velocity
+from ppl.infer.base import Kernel, StepParameters
+from ppl.infer.core.integrators import (
+    IntegratorState,
+    energy_error,
+    symmetric_acceptance,
+    velocity_verlet,
+)
+from ppl.infer.core.metrics import kinetic_energy, sample_momentum
 
-__all__ = [
-    "HMCInfo",
-    "HMCState",
-    "IntegratorState",
-    "energy_error",
-    "init",
-    "step",
-    "symmetric_acceptance",
-    "velocity_verlet",
-]
-
-
-class IntegratorState(NamedTuple):
-    """A point in phase space with its cached log density and gradient.
-
-    Attributes:
-        position: shape ``(dim,)``.
-        momentum: shape ``(dim,)``.
-        log_density: scalar, ``logdensity_fn(position)``.
-        grad: shape ``(dim,)``, the gradient of ``logdensity_fn`` at ``position``.
-    """
-
-    position: Array
-    momentum: Array
-    log_density: Array
-    grad: Array
-
-
-def velocity_verlet(
-    logdensity_fn: Callable[[Array], Array], inverse_mass_matrix: Array
-) -> Callable[[IntegratorState, Array], IntegratorState]:
-    """Build one leapfrog (velocity Verlet) step; one gradient evaluation per step.
-
-    Half kick ``p += ε/2 ∇log π(q)``, drift ``q += ε M⁻¹ p``, half kick with the new gradient.
-    A negative ``step_size`` integrates backward in time. This is the only leapfrog in ppl:
-    NUTS and the step-size heuristic reuse it.
-
-    Args:
-        logdensity_fn: ``(dim,) -> scalar`` log density.
-        inverse_mass_matrix: shape ``(dim,)`` or ``(dim, dim)``.
-
-    Returns:
-        ``step(state, step_size) -> state`` mapping an ``IntegratorState`` to the next one.
-    """
-    value_and_grad = jax.value_and_grad(logdensity_fn)
-
-    def step(state: IntegratorState, step_size: Array) -> IntegratorState:
-        half_step = 0.5 * step_size
-        momentum = state.momentum + half_step * state.grad
-        position = state.position + step_size * velocity(momentum, inverse_mass_matrix)
-        log_density, grad = value_and_grad(position)
-        momentum = momentum + half_step * grad
-        return IntegratorState(position, momentum, log_density, grad)
-
-    return step
+__all__ = ["HMCInfo", "HMCState", "init", "jittered_step_size", "kernel", "step", "step_kernel"]
 
 
 class HMCState(NamedTuple):
@@ -131,23 +89,6 @@ def init(position: Array, logdensity_fn: Callable[[Array], Array]) -> HMCState:
         )
     log_density, grad = jax.value_and_grad(logdensity_fn)(position)
     return HMCState(position, log_density, grad)
-
-
-def energy_error(initial_energy: Array, energy: Array) -> Array:
-    """``H - H0`` with NaN mapped to ``+inf`` (a NaN state is treated as infinitely bad)."""
-    delta = energy - initial_energy
-    return jnp.where(jnp.isnan(delta), jnp.inf, delta)
-
-
-def symmetric_acceptance(delta: Array) -> Array:
-    """nutpie's symmetric acceptance statistic of an energy error ``delta = H - H0``:
-    ``2 / (1 + exp(|delta|))`` (0 for an infinite or NaN error).
-
-    At equilibrium a state and its time reversal are equally likely, so ``min(1, exp(-delta))``
-    can be averaged over the pair ``±delta`` (weights ``1`` and ``exp(-|delta|)``): the mean is
-    that of the Metropolis acceptance probability, with less variance.
-    """
-    return 2.0 / (1.0 + jnp.exp(jnp.abs(delta)))
 
 
 def step(
@@ -218,3 +159,67 @@ def step(
         is_accepted=is_accepted,
     )
     return new_state, info
+
+
+def jittered_step_size(key: Array, step_size: Array, jitter: float) -> Array:
+    """The step size drawn uniformly within ``jitter`` of ``step_size`` (nutpie's step-size
+    jitter), from ``fold_in(key, 2)`` of the iteration's key; unchanged when ``jitter`` is 0.
+
+    Args:
+        key: the iteration's key.
+        step_size: the adapted step size (scalar).
+        jitter: a static float in [0, 1).
+    """
+    if not jitter:
+        return step_size
+    u = jax.random.uniform(jax.random.fold_in(key, 2), dtype=step_size.dtype)
+    return step_size * (1.0 - jitter + 2.0 * jitter * u)
+
+
+def step_kernel(step_fn: Callable, step_size_jitter: float = 0.0, **settings) -> Kernel:
+    """An HMC-family transition as a :class:`~ppl.infer.base.Kernel` taking
+    :class:`~ppl.infer.base.StepParameters`.
+
+    Its ``step(key, state, logdensity_fn, parameters)`` runs ``step_fn(split(key)[0], state,
+    logdensity_fn, step_size, inverse_mass_matrix, **settings)`` (the paired warmup uses
+    ``split(key)[1]``) with the step size jittered by :func:`jittered_step_size`.
+
+    Args:
+        step_fn: :func:`step` or :func:`ppl.infer.kernels.nuts.step`.
+        step_size_jitter: see :func:`jittered_step_size`.
+        **settings: the transition's static settings (e.g. ``max_tree_depth``).
+    """
+
+    def transition(key, state, logdensity_fn, parameters: StepParameters):
+        return step_fn(
+            jax.random.split(key)[0],
+            state,
+            logdensity_fn,
+            jittered_step_size(key, parameters.step_size, step_size_jitter),
+            parameters.inverse_mass_matrix,
+            **settings,
+        )
+
+    return Kernel(init, transition)
+
+
+def kernel(
+    *,
+    num_integration_steps: int | None = None,
+    trajectory_length: float | None = None,
+    jitter: bool = False,
+    step_size_jitter: float = 0.0,
+) -> Kernel:
+    """Static HMC as a :class:`~ppl.infer.base.Kernel` (see :func:`step_kernel`).
+
+    Args:
+        num_integration_steps, trajectory_length, jitter: as for :func:`step`.
+        step_size_jitter: see :func:`jittered_step_size`.
+    """
+    return step_kernel(
+        step,
+        step_size_jitter,
+        num_integration_steps=num_integration_steps,
+        trajectory_length=trajectory_length,
+        jitter=jitter,
+    )

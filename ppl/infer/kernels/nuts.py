@@ -32,9 +32,12 @@ completes, then checks the ``k`` merges in a small inner loop that stops at the 
 subtrees built backward need no special casing; the trajectory node alone is stored in time
 order (left end, right end), and its ends are swapped when the doubling goes backward.
 
+Leaf uniforms come from :mod:`ppl.infer.core.rng`; the step size and metric come from a warmup
+(:mod:`ppl.infer.warmup`) through the driver (:mod:`ppl.infer.driver`).
+
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from ppl.infer import nuts
+    >>> from ppl.infer.kernels import nuts
     >>> logdensity_fn = lambda x: -0.5 * jnp.sum(x**2)
     >>> state = nuts.init(jnp.zeros(3), logdensity_fn)
     >>> state, info = nuts.step(jax.random.key(0), state, logdensity_fn, 0.5, jnp.ones(3))
@@ -47,17 +50,19 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ppl.infer import hmc
-from ppl.infer.hmc import (
-    HMCState,
+from ppl.infer.base import Kernel
+from ppl.infer.core.integrators import (
     IntegratorState,
     energy_error,
     symmetric_acceptance,
     velocity_verlet,
 )
-from ppl.infer.metrics import is_diagonal, momentum_factor, sample_momentum, velocity
+from ppl.infer.core.metrics import is_diagonal, momentum_factor, sample_momentum, velocity
+from ppl.infer.core.rng import key_words, leaf_uniform
+from ppl.infer.kernels import hmc
+from ppl.infer.kernels.hmc import HMCState
 
-__all__ = ["NUTSInfo", "init", "step"]
+__all__ = ["NUTSInfo", "init", "kernel", "step"]
 
 init = hmc.init
 
@@ -132,56 +137,15 @@ def _where(pred: Array, a, b):
     return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_THREEFRY_PARITY = 0x1BD11BDA
-
-
-def threefry2x32(key_words: Array, counter: tuple[Array, Array]) -> tuple[Array, Array]:
-    """The Threefry-2x32 block cipher (20 rounds; Salmon et al. 2011, "Parallel random numbers:
-    as easy as 1, 2, 3"), unrolled: two uint32 words of a counter encrypted under a key.
-
-    The same function as ``jax.random``'s default generator (tested against it), written out
-    because XLA's CPU lowering of jax's Threefry runs its rounds in a loop, whose overhead
-    costs about a third of a microsecond per call: NUTS draws one uniform per leapfrog step.
+def kernel(*, max_tree_depth: int = 10, step_size_jitter: float = 0.0) -> Kernel:
+    """NUTS as a :class:`~ppl.infer.base.Kernel` taking :class:`~ppl.infer.base.StepParameters`
+    (see :func:`ppl.infer.kernels.hmc.step_kernel`).
 
     Args:
-        key_words: ``uint32 (2,)``, the key.
-        counter: two ``uint32`` scalars (or arrays of one shape).
-
-    Returns:
-        Two ``uint32`` arrays of the counter's shape: the random bits.
+        max_tree_depth: the most doublings per transition.
+        step_size_jitter: the fraction within which the step size is jittered (0: none).
     """
-    k0, k1 = key_words[0], key_words[1]
-    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(_THREEFRY_PARITY))
-    x0 = counter[0] + schedule[0]
-    x1 = counter[1] + schedule[1]
-    for block in range(5):
-        for r in _THREEFRY_ROTATIONS[block % 2]:
-            x0 = x0 + x1
-            x1 = (x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))
-            x1 = x0 ^ x1
-        x0 = x0 + schedule[(block + 1) % 3]
-        x1 = x1 + schedule[(block + 2) % 3] + jnp.uint32(block + 1)
-    return x0, x1
-
-
-def _key_words(key: Array) -> Array:
-    """Two uint32 words of a PRNG key (typed or raw), as the Threefry key of the leaf draws."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return key.reshape(-1)[:2].astype(jnp.uint32)
-
-
-def leaf_uniform(key_words: Array, leaf: Array, dtype) -> Array:
-    """A uniform in [0, 1) for leaf number ``leaf`` of a transition: Threefry-2x32 of the
-    counter ``(leaf, 0)`` under the transition's leaf key (32 random bits for a float32,
-    64 for a float64)."""
-    hi, lo = threefry2x32(key_words, (leaf.astype(jnp.uint32), jnp.zeros((), jnp.uint32)))
-    if jnp.finfo(dtype).bits > 32:  # 53 bits: (2**53 - 1) / 2**53 at most
-        return (hi.astype(dtype) * 2.0**21 + (lo >> jnp.uint32(11)).astype(dtype)) * 2.0**-53
-    # 23 bits in the mantissa of a float in [1, 2)
-    one_to_two = jax.lax.bitcast_convert_type((hi >> jnp.uint32(9)) | jnp.uint32(0x3F800000), dtype)
-    return one_to_two - 1.0
+    return hmc.step_kernel(step, step_size_jitter, max_tree_depth=max_tree_depth)
 
 
 def _not_turning(v_first: Array, v_last: Array, rho: Array) -> Array:
@@ -260,7 +224,7 @@ def _transition(
     """
     max_tree_depth = forward.shape[0]
     integrator = velocity_verlet(logdensity_fn, inverse_mass_matrix)
-    leaf_key = _key_words(key_leaf)
+    leaf_key = key_words(key_leaf)
     dtype = momentum.dtype
 
     v0 = velocity(momentum, inverse_mass_matrix)

@@ -1,20 +1,36 @@
-"""Draws + LogDensity metadata -> ArviZ ``DataTree``.
+"""Draws + the log density's site metadata -> an ArviZ ``DataTree``, for every engine.
 
-Dimension names come from the plates that own each axis (``SiteInfo.dims``);
-axes without a plate get ``{site}_dim_{i}``. Users can override both with
-``dims`` and ``coords``.
+One builder, :func:`draws_to_datatree`, labels draws of a model's sites with dimension names
+and adds the groups ArviZ reads (log_likelihood for LOO, observed_data); the engines' own
+converters call it: :func:`mcmc_to_datatree` (``MCMC.to_datatree``), :func:`guide_to_datatree`
+(a fitted autoguide), :func:`pathfinder_to_datatree` (``PathfinderResult.to_datatree``) and
+:func:`vi_datatree` (the command line's variational runs, :mod:`ppl.runs`). Dimension names
+come from the plates that own each axis (``SiteInfo.dims`` of :class:`ppl.LogDensity`);
+axes without a plate get ``{site}_dim_{i}``. Users can override both with ``dims`` and
+``coords``. Pointwise log-likelihoods come from :mod:`ppl.infer.results.predictive`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import arviz_base
+import jax
 import numpy as np
 
 from ppl.density import LogDensity
+from ppl.infer.results.predictive import log_likelihood
+from ppl.sites import subsampled_plates
 
-__all__ = ["mcmc_to_datatree", "site_dims"]
+__all__ = [
+    "add_group",
+    "draws_to_datatree",
+    "guide_to_datatree",
+    "mcmc_to_datatree",
+    "observed_data",
+    "pathfinder_to_datatree",
+    "site_dims",
+    "vi_datatree",
+]
 
 
 def site_dims(ld: LogDensity, names, user_dims: dict | None = None) -> dict[str, list[str]]:
@@ -32,6 +48,56 @@ def site_dims(ld: LogDensity, names, user_dims: dict | None = None) -> dict[str,
     return out
 
 
+def observed_data(ld: LogDensity) -> dict[str, np.ndarray]:
+    """The observed sites' values, ``site -> array`` (empty for a plain function)."""
+    return {
+        name: np.asarray(ld.prototype_trace[name]["value"])
+        for name, info in ld.sites.items()
+        if info.kind == "observed"
+    }
+
+
+def draws_to_datatree(
+    ld: LogDensity,
+    posterior: dict[str, np.ndarray],
+    *,
+    sample_stats: dict[str, np.ndarray] | None = None,
+    observed: bool = True,
+    pointwise_log_likelihood: bool = True,
+    dims: dict | None = None,
+    coords: dict | None = None,
+):
+    """A DataTree of draws of ``ld``'s sites.
+
+    Args:
+        ld: the log density the draws are of.
+        posterior: ``site -> (chain, draw, *site shape)`` constrained draws (latent and
+            deterministic sites).
+        sample_stats: ``stat -> (chain, draw)``, or None.
+        observed: add ``observed_data`` (when the model has observed sites).
+        pointwise_log_likelihood: with ``observed``, also add ``log_likelihood``: each
+            observed site's pointwise log-likelihood at every draw.
+        dims, coords: ArviZ dims (``site -> [dim names]``) and coords, overriding the plate
+            names.
+
+    Returns:
+        An ``xarray.DataTree`` with the groups posterior and, as asked and available,
+        sample_stats, log_likelihood and observed_data.
+    """
+    groups: dict[str, dict] = {"posterior": posterior}
+    if sample_stats is not None:
+        groups["sample_stats"] = sample_stats
+    data = observed_data(ld) if observed else {}
+    if data:
+        if pointwise_log_likelihood:
+            latent = {k: v for k, v in posterior.items() if ld.sites[k].kind == "latent"}
+            ll = log_likelihood(ld.model, latent, *ld.args, batch_ndims=2, **ld.kwargs)
+            groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
+        groups["observed_data"] = data
+    all_dims = site_dims(ld, list(posterior) + list(data), dims)
+    return _arviz_base().from_dict(groups, dims=all_dims, coords=coords)
+
+
 def mcmc_to_datatree(mcmc: Any, dims: dict | None = None, coords: dict | None = None):
     """An ArviZ DataTree of a finished :class:`ppl.infer.MCMC` run.
 
@@ -39,20 +105,132 @@ def mcmc_to_datatree(mcmc: Any, dims: dict | None = None, coords: dict | None = 
     sample_stats, and for model-based runs log_likelihood (pointwise, every
     observed site) and observed_data.
     """
-    from ppl.infer.predictive import log_likelihood
-
-    ld = mcmc.logdensity_
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    groups: dict[str, dict] = {"posterior": samples, "sample_stats": mcmc.get_sample_stats()}
-    observed = {
-        name: np.asarray(ld.prototype_trace[name]["value"])
-        for name, info in ld.sites.items()
-        if info.kind == "observed"
+    return draws_to_datatree(
+        mcmc.logdensity_,
+        samples,
+        sample_stats=mcmc.get_sample_stats(),
+        dims=dims,
+        coords=coords,
+    )
+
+
+def guide_to_datatree(
+    guide: Any,
+    params: dict,
+    rng_key: jax.Array,
+    num_samples: int = 1000,
+    *,
+    dims: dict | None = None,
+    coords: dict | None = None,
+):
+    """An ArviZ DataTree of a fitted autoguide's posterior.
+
+    Groups: ``posterior`` (latent and deterministic sites, dims ``(chain, draw, ...)`` with
+    one chain), and, when the model has observed sites and no subsampled plate,
+    ``log_likelihood`` (pointwise, for LOO) and ``observed_data``.
+
+    Args:
+        guide: a set-up autoguide (:mod:`ppl.infer.vi.guides`).
+        params: its fitted constrained params.
+        rng_key: a ``jax.random`` key for the draws.
+        num_samples: number of draws.
+        dims, coords: ArviZ dims and coords overriding the plate names (as in
+            ``MCMC.to_datatree``).
+    """
+    ld = guide._ld()
+    draws = guide.sample_posterior(rng_key, params, num_samples)
+    posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
+    return draws_to_datatree(
+        ld, posterior, observed=not subsampled_plates(ld.prototype_trace), dims=dims, coords=coords
+    )
+
+
+def pathfinder_to_datatree(result: Any, dims: dict | None = None, coords: dict | None = None):
+    """An ArviZ DataTree of a :class:`~ppl.infer.vi.pathfinder.PathfinderResult`.
+
+    Groups: posterior (one chain of the draws), sample_stats (``lp``, ``log_q``),
+    observed_data for model-based targets; ``pareto_k``, the paths' ELBOs and gradient
+    counts as attributes of the root and the posterior group.
+    """
+    posterior = {k: np.asarray(v)[None] for k, v in result.samples.items()}
+    stats = {
+        "lp": np.asarray(result.log_density)[None],
+        "log_q": np.asarray(result.log_q)[None],
     }
-    if observed:
-        latent = {k: v for k, v in samples.items() if ld.sites[k].kind == "latent"}
-        ll = log_likelihood(ld.model, latent, *ld.args, batch_ndims=2, **ld.kwargs)
-        groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
-        groups["observed_data"] = observed
-    all_dims = site_dims(ld, list(samples) + list(observed), dims)
-    return arviz_base.from_dict(groups, dims=all_dims, coords=coords)
+    tree = draws_to_datatree(
+        result.logdensity,
+        posterior,
+        sample_stats=stats,
+        pointwise_log_likelihood=False,
+        dims=dims,
+        coords=coords,
+    )
+    attrs = {
+        "inference_library": "ppl",
+        "inference_method": "pathfinder",
+        "pareto_k": float(result.pareto_k),
+        "elbo": [float(e) for e in result.elbo],
+        "num_paths": int(result.elbo.shape[0]),
+        "num_gradient_evals": result.num_gradient_evals,
+        "importance_resampled": bool(result.resampled),
+    }
+    tree.attrs.update(attrs)
+    tree["posterior"].attrs.update(attrs)
+    return tree
+
+
+def vi_datatree(
+    ld: LogDensity,
+    samples: dict,
+    loss: np.ndarray,
+    loss_dims: tuple[str, ...],
+    pareto_k: float,
+    *,
+    dims: dict | None = None,
+    coords: dict | None = None,
+):
+    """A variational run's DataTree: one chain of draws, the loss, Pareto k as attribute.
+
+    Args:
+        ld: the log density the draws are of.
+        samples: ``site -> (num_draws, *site shape)`` constrained draws.
+        loss: the optimizer's loss, shape ``(steps,)`` or ``(paths, steps)``.
+        loss_dims: the loss's dimension names, e.g. ``("step",)`` or ``("path", "step")``.
+        pareto_k: the PSIS Pareto k of the draws' importance ratios.
+        dims, coords: ArviZ dims and coords overriding the plate names.
+
+    Returns:
+        A DataTree with the groups posterior and ``optimization`` (``loss``) and the root
+        attribute ``ppl_pareto_k``.
+    """
+    import xarray as xr
+
+    posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
+    tree = draws_to_datatree(ld, posterior, observed=False, dims=dims, coords=coords)
+    tree["optimization"] = xr.DataTree(xr.Dataset({"loss": (loss_dims, loss)}))
+    tree.attrs["ppl_pareto_k"] = float(pareto_k)
+    return tree
+
+
+def add_group(
+    tree,
+    group: str,
+    values: dict,
+    ld: LogDensity,
+    dims: dict | None = None,
+    coords: dict | None = None,
+) -> None:
+    """Add (or replace) ``tree[group]`` with ``values`` (``site -> (chain, draw, ...)``)
+    labelled like the other groups."""
+    all_dims = site_dims(ld, list(values), dims)
+    extra = _arviz_base().from_dict({group: values}, dims=all_dims, coords=coords)
+    tree[group] = extra[group]
+
+
+def _arviz_base():
+    """arviz_base, imported on first use: ``import ppl`` stays light (a second or more saved
+    at start-up for scripts and the command line that never build a DataTree)."""
+    import arviz_base
+
+    return arviz_base

@@ -1,6 +1,10 @@
-"""Prior and posterior predictive draws, and pointwise log-likelihoods.
+"""Prior and posterior predictive draws, pointwise log-likelihoods, replicated data.
 
-Both run the model once per draw, vectorized with ``jax.vmap``.
+:class:`Predictive` and :func:`log_likelihood` run the model once per draw, vectorized with
+``jax.vmap``, under the effect handlers (:mod:`ppl.handlers`: seed, substitute, trace);
+:func:`posterior_predictive` replicates a model's observed data at each posterior draw (the
+command line's checks, :mod:`ppl.runs`). The DataTree builders
+(:mod:`ppl.infer.results.datatree`) take their log-likelihoods from here.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ppl.handlers import seed, substitute, trace
+from ppl.handlers import Messenger, seed, substitute, trace
 
-__all__ = ["Predictive", "log_likelihood"]
+__all__ = ["Predictive", "log_likelihood", "posterior_predictive"]
 
 
 def _batch_size(samples: dict[str, Any], batch_ndims: int) -> tuple[int, ...]:
@@ -159,3 +164,48 @@ def log_likelihood(
 
     out = jax.vmap(one)(draws)
     return {k: jnp.reshape(v, batch_shape + jnp.shape(v)[1:]) for k, v in out.items()}
+
+
+def _unobserved(model: Callable, names: set[str]) -> Callable:
+    """``model`` with the observed sites in ``names`` turned into draws from their likelihood."""
+
+    class unobserve(Messenger):
+        def process_message(self, msg: dict) -> None:
+            if msg["type"] == "sample" and msg["is_observed"] and msg["name"] in names:
+                msg["value"] = None
+                msg["is_observed"] = False
+
+    return unobserve(model)
+
+
+def posterior_predictive(
+    model: Callable,
+    latent_draws: dict[str, Any],
+    observed_names: list[str],
+    data: dict,
+    key: Any,
+) -> dict[str, np.ndarray]:
+    """Replicated data of the observed sites, one set per posterior draw.
+
+    The model runs with its data unchanged (so sizes taken from the data still
+    work), under a handler that turns each observed site into a draw from its
+    likelihood given the substituted latent draws; this needs no convention on
+    which argument holds the observations.
+
+    Args:
+        model: the model function.
+        latent_draws: ``latent site -> (chains, draws, ...)`` constrained draws.
+        observed_names: the observed sites to replicate.
+        data: the model's keyword arguments.
+        key: a ``jax.random`` key.
+
+    Returns:
+        ``site -> (chains, draws, *site shape)``.
+    """
+    predictive = Predictive(
+        _unobserved(model, set(observed_names)),
+        latent_draws,
+        return_sites=list(observed_names),
+        batch_ndims=2,
+    )
+    return {k: np.asarray(v) for k, v in predictive(key, **data).items()}

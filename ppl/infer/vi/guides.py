@@ -21,7 +21,8 @@ counted in the guide's density, so ``q`` is a proper density on the constrained 
 Every autoguide has ``sample_posterior(key, params, num_samples)`` (constrained draws with
 the model's deterministic sites), ``median(params)`` and ``quantiles(params, qs)``; the
 Gaussian ones have ``loc(params)`` and ``covariance(params)`` of ``theta`` (e.g. to seed an
-MCMC mass matrix). :func:`guide_to_datatree` turns a fitted guide into an ArviZ DataTree.
+MCMC mass matrix). :func:`ppl.infer.guide_to_datatree` (:mod:`ppl.infer.results.datatree`)
+turns a fitted guide into an ArviZ DataTree. :class:`~ppl.infer.vi.svi.SVI` fits them.
 
 Latent sites inside subsampled plates (local latents with minibatches) need a hand-written
 guide (a ``ppl.plate`` with the same name and ``subsample_size``, and params indexed by the
@@ -49,6 +50,7 @@ from numpyro.distributions.transforms import biject_to
 
 from ppl.density import LogDensity, SiteInfo
 from ppl.primitives import param, sample
+from ppl.sites import is_real_support, subsampled_plates
 
 __all__ = [
     "AutoGuide",
@@ -57,7 +59,6 @@ __all__ = [
     "AutoMultivariateNormal",
     "AutoLowRankMultivariateNormal",
     "AutoLaplaceApproximation",
-    "guide_to_datatree",
 ]
 
 
@@ -256,7 +257,7 @@ class AutoNormal(AutoGuide):
     """Mean-field normal on the unconstrained scale: ``theta_i ~ Normal(loc_i, scale_i)``.
 
     Sites with real support are sampled as ``Normal`` directly (so
-    :class:`~ppl.infer.elbo.TraceMeanField_ELBO` can use an analytic KL against a normal
+    :class:`~ppl.infer.vi.elbo.TraceMeanField_ELBO` can use an analytic KL against a normal
     prior); other sites through their constraint transform. The constrained marginals are
     then e.g. log-normal (positive) or logit-normal (unit interval).
 
@@ -276,7 +277,7 @@ class AutoNormal(AutoGuide):
                 jnp.full(info.unconstrained_shape, self.init_scale),
                 constraint=constraints.positive,
             )
-            if _is_real(info.support):
+            if is_real_support(info.support):
                 fn = Normal(loc, scale)
                 if info.event_shape:
                     fn = fn.to_event(len(info.event_shape))
@@ -439,82 +440,20 @@ class AutoLaplaceApproximation(AutoContinuous):
         return params[f"{self.prefix}_loc"]
 
 
-def guide_to_datatree(
-    guide: AutoGuide,
-    params: dict,
-    rng_key: jax.Array,
-    num_samples: int = 1000,
-    *,
-    dims: dict | None = None,
-    coords: dict | None = None,
-):
-    """An ArviZ DataTree of a fitted autoguide's posterior.
-
-    Groups: ``posterior`` (latent and deterministic sites, dims ``(chain, draw, ...)`` with
-    one chain), and, when the model has observed sites and no subsampled plate,
-    ``log_likelihood`` (pointwise, for LOO) and ``observed_data``.
-
-    Args:
-        guide: a set-up autoguide.
-        params: its fitted constrained params.
-        rng_key: a ``jax.random`` key for the draws.
-        num_samples: number of draws.
-        dims, coords: ArviZ dims and coords overriding the plate names (as in
-            ``MCMC.to_datatree``).
-    """
-    import arviz_base
-
-    from ppl.convert import site_dims
-    from ppl.infer.predictive import log_likelihood
-
-    ld = guide._ld()
-    draws = guide.sample_posterior(rng_key, params, num_samples)
-    posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
-    groups: dict[str, dict] = {"posterior": posterior}
-    observed = {
-        name: np.asarray(ld.prototype_trace[name]["value"])
-        for name, info in ld.sites.items()
-        if info.kind == "observed"
-    }
-    if observed and not _subsampled_plates(ld):
-        latent = {k: v for k, v in posterior.items() if ld.sites[k].kind == "latent"}
-        ll = log_likelihood(ld.model, latent, *ld.args, batch_ndims=2, **ld.kwargs)
-        groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
-        groups["observed_data"] = observed
-    else:
-        observed = {}
-    all_dims = site_dims(ld, list(posterior) + list(observed), dims)
-    return arviz_base.from_dict(groups, dims=all_dims, coords=coords)
-
-
 # ---------------------------------------------------------------------- helpers
-
-
-def _is_real(support) -> bool:
-    return support is constraints.real or (
-        isinstance(support, constraints.independent) and support.base_constraint is constraints.real
-    )
 
 
 def _constrain_site(info: SiteInfo, u: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Constrained value of a site and the summed log|det J| of its transform (scalar)."""
-    if _is_real(info.support):
+    if is_real_support(info.support):
         return u, jnp.zeros((), dtype=u.dtype)
     transform = biject_to(info.support)
     value = transform(u)
     return value, jnp.sum(transform.log_abs_det_jacobian(u, value))
 
 
-def _subsampled_plates(ld: LogDensity) -> set[str]:
-    return {
-        name
-        for name, site in ld.prototype_trace.items()
-        if site["type"] == "plate" and site["args"][1] != site["args"][0]
-    }
-
-
 def _refuse_subsampled_latents(ld: LogDensity, guide_name: str) -> None:
-    subsampled = _subsampled_plates(ld)
+    subsampled = subsampled_plates(ld.prototype_trace)
     if not subsampled:
         return
     for name in ld.latent_names:

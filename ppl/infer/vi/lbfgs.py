@@ -1,7 +1,7 @@
 """One Pathfinder path: L-BFGS with its inverse-Hessian estimates as normal approximations.
 
 :func:`single_path` runs L-BFGS on ``-log p`` and, at each iterate, forms a normal
-approximation and estimates its ELBO (see its docstring); :mod:`ppl.infer.pathfinder`
+approximation and estimates its ELBO (see its docstring); :mod:`ppl.infer.vi.pathfinder`
 runs several paths and pools them.
 
 The approximation at an iterate comes from the optimizer's history. Along an L-BFGS
@@ -117,7 +117,7 @@ class NormalApproximation(NamedTuple):
         ``S = diag(scale)``, ``scale = sqrt(alpha)`` (dim,); ``U`` (dim, r) has orthonormal
         columns and ``values`` (r,) are positive, ``r = min(dim, 2J)``; directions with value
         1 are inert. This is the diagonal-plus-low-rank inverse mass matrix form used by
-        :mod:`ppl.infer.metrics` (``LowRankInverseMass(scale, vectors, values)``).
+        :mod:`ppl.infer.core.metrics` (``LowRankInverseMass(scale, vectors, values)``).
         """
         q, chol, _ = self.factors()
         values, rotation = jnp.linalg.eigh(chol @ chol.T)
@@ -327,7 +327,7 @@ def single_path(
     L-BFGS (optax's, with a zoom line search that enforces the strong Wolfe conditions and
     history ``history_size``) minimises ``-logdensity_fn`` from ``initial_position``. Each
     iterate, the starting point included, gets the normal approximation of
-    :func:`ppl.infer.lbfgs.approximation` and an ELBO estimate from ``num_elbo_draws``
+    :func:`ppl.infer.vi.lbfgs.approximation` and an ELBO estimate from ``num_elbo_draws``
     draws; the iterate with the highest ELBO is kept and ``num_draws`` draws are made from
     its approximation. The ELBO draws of every iterate are transforms of one block of
     standard normals (common random numbers: the comparison between iterates is less
@@ -360,7 +360,7 @@ def single_path(
     Returns:
         ``(draws, log_p, log_q, approximation, info)``: draws (num_draws, dim), their log
         densities under the target (num_draws,) and under the approximation
-        (num_draws,), the chosen :class:`~ppl.infer.lbfgs.NormalApproximation` and a
+        (num_draws,), the chosen :class:`~ppl.infer.vi.lbfgs.NormalApproximation` and a
         :class:`PathInfo`.
     """
     position = jnp.asarray(initial_position)

@@ -2,7 +2,7 @@
 
 Single path: run L-BFGS on ``-log p`` from a starting point; at every iterate form the
 normal approximation whose covariance is the L-BFGS inverse-Hessian estimate (diagonal
-plus low rank, :mod:`ppl.infer.lbfgs`); estimate its ELBO with a few Monte Carlo draws;
+plus low rank, :mod:`ppl.infer.vi.lbfgs`); estimate its ELBO with a few Monte Carlo draws;
 keep the iterate with the highest ELBO and draw from its approximation. The whole path
 (optimizer, approximations, ELBOs, draws) is one compiled JAX function.
 
@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.density import FunctionLogDensity, LogDensity
-from ppl.infer.lbfgs import STATUS, NormalApproximation, PathInfo, single_path
+from ppl.infer.core.psis import PARETO_K_THRESHOLD, psis
+from ppl.infer.vi.lbfgs import STATUS, NormalApproximation, PathInfo, single_path
 
 __all__ = [
     "PathInfo",
@@ -51,12 +52,8 @@ __all__ = [
     "STATUS",
     "pathfinder",
     "pathfinder_init",
-    "psis",
     "single_path",
 ]
-
-PARETO_K_THRESHOLD = 0.7
-PSIS_MIN_DRAWS = 25  # arviz-stats fits the tail to min(n / 5, 3 sqrt(n)) >= 5 draws
 
 
 class _Config(NamedTuple):
@@ -71,52 +68,7 @@ class _Config(NamedTuple):
     max_linesearch_steps: int = 20
 
 
-# ---------------------------------------------------------------------- PSIS
-
-
-def psis(log_ratios: Any) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed importance sampling (Vehtari et al., 2024) of a set of draws.
-
-    The largest ``min(n / 5, 3 sqrt(n))`` importance ratios are replaced by the expected
-    order statistics of a generalized Pareto distribution fitted to them (arviz-stats'
-    ``psislw``). Draws whose log ratio is -inf or nan get weight zero and take no part in
-    the fit. If all finite ratios are equal (an exact approximation) the weights are
-    uniform and k is -inf.
-
-    Args:
-        log_ratios: ``log p(x) - log q(x)`` for draws ``x ~ q``, shape (n,), with at least
-            :data:`PSIS_MIN_DRAWS` (25) finite values (the tail fit needs 5 draws).
-
-    Returns:
-        ``(log_weights, k)``: smoothed log weights normalised to sum (in exp) to 1, shape
-        (n,), and the Pareto k diagnostic (k < 0.5: reliable; 0.5 to 0.7: usable;
-        above 0.7: the importance weights have too heavy a tail to trust).
-
-    Raises:
-        ValueError: fewer than 25 finite log ratios, or a tail too flat to fit.
-    """
-    from arviz_stats.base import array_stats
-
-    lr = np.asarray(log_ratios, dtype=np.float64).reshape(-1)
-    usable = np.isfinite(lr)
-    n_usable = int(usable.sum())
-    if n_usable < PSIS_MIN_DRAWS:
-        raise ValueError(
-            f"PSIS needs at least {PSIS_MIN_DRAWS} draws with a finite log importance ratio, "
-            f"got {n_usable} of {lr.size}"
-        )
-    out = np.full(lr.shape, -np.inf)
-    kept = lr[usable]
-    spread = np.ptp(kept)
-    if spread <= 1e-8 * max(1.0, float(np.abs(kept).max())):
-        out[usable] = -math.log(n_usable)
-        return out, -math.inf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # arviz-stats takes the negated ratios (its LOO convention: log-likelihoods)
-        log_weights, k = array_stats.psislw(-kept)
-    out[usable] = log_weights
-    return out, float(k)
+# ---------------------------------------------------------------------- importance weights
 
 
 def _importance_weights(log_ratios: np.ndarray) -> tuple[np.ndarray, float]:
@@ -216,39 +168,11 @@ class PathfinderResult:
     def to_datatree(self, dims: dict | None = None, coords: dict | None = None):
         """An ArviZ DataTree: posterior (one chain of the draws), sample_stats (``lp``,
         ``log_q``), observed_data for model-based targets; ``pareto_k``, the paths' ELBOs
-        and gradient counts as attributes of the root and the posterior group."""
-        import arviz_base
+        and gradient counts as attributes of the root and the posterior group
+        (:func:`ppl.infer.results.datatree.pathfinder_to_datatree`)."""
+        from ppl.infer.results.datatree import pathfinder_to_datatree
 
-        from ppl.convert import site_dims
-
-        ld = self.logdensity
-        posterior = {k: np.asarray(v)[None] for k, v in self.samples.items()}
-        stats = {
-            "lp": np.asarray(self.log_density)[None],
-            "log_q": np.asarray(self.log_q)[None],
-        }
-        groups: dict[str, dict] = {"posterior": posterior, "sample_stats": stats}
-        observed = {
-            name: np.asarray(ld.prototype_trace[name]["value"])
-            for name, info in ld.sites.items()
-            if info.kind == "observed"
-        }
-        if observed:
-            groups["observed_data"] = observed
-        attrs = {
-            "inference_library": "ppl",
-            "inference_method": "pathfinder",
-            "pareto_k": float(self.pareto_k),
-            "elbo": [float(e) for e in self.elbo],
-            "num_paths": int(self.elbo.shape[0]),
-            "num_gradient_evals": self.num_gradient_evals,
-            "importance_resampled": bool(self.resampled),
-        }
-        all_dims = site_dims(ld, list(posterior) + list(observed), dims)
-        tree = arviz_base.from_dict(groups, dims=all_dims, coords=coords)
-        tree.attrs.update(attrs)
-        tree["posterior"].attrs.update(attrs)
-        return tree
+        return pathfinder_to_datatree(self, dims=dims, coords=coords)
 
 
 # ---------------------------------------------------------------------- driver

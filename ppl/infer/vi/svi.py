@@ -1,7 +1,7 @@
 """Stochastic variational inference: the ``SVI`` driver.
 
 ``SVI(model, guide, optimizer, loss)`` fits the ``ppl.param`` sites of a guide (and of the
-model, if it has any) by minimizing a variational loss (:mod:`ppl.infer.elbo`) with an optax
+model, if it has any) by minimizing a variational loss (:mod:`ppl.infer.vi.elbo`) with an optax
 optimizer. Params live on the unconstrained scale (``biject_to(constraint)``); users see
 constrained values.
 
@@ -13,8 +13,8 @@ it can be jitted, scanned or vmapped; :meth:`SVI.run` compiles the update loop w
 Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> import ppl, ppl.distributions as dist
-    >>> from ppl.infer.svi import SVI
-    >>> from ppl.infer.guides import AutoNormal
+    >>> from ppl.infer import SVI
+    >>> from ppl.infer import AutoNormal
     >>> def model(y):
     ...     mu = ppl.sample("mu", dist.Normal(0.0, 10.0))
     ...     with ppl.plate("obs", y.shape[0]):
@@ -46,7 +46,7 @@ from numpyro.distributions.transforms import biject_to
 
 from ppl.density import join_data, split_data
 from ppl.handlers import replay, seed, trace
-from ppl.infer.elbo import ELBO, Trace_ELBO
+from ppl.infer.vi.elbo import ELBO, Trace_ELBO
 
 __all__ = ["SVI", "SVIState", "SVIRunResult", "NonFiniteLossError"]
 
@@ -100,10 +100,10 @@ class SVI:
     Args:
         model: the model function.
         guide: the guide, a function with the model's signature that samples every latent
-            site of the model, e.g. an autoguide from :mod:`ppl.infer.guides` or a
+            site of the model, e.g. an autoguide from :mod:`ppl.infer.vi.guides` or a
             hand-written function using ``ppl.param``.
         optimizer: an optax ``GradientTransformation`` (e.g. ``optax.adam(1e-2)``).
-        loss: a loss from :mod:`ppl.infer.elbo`; default ``Trace_ELBO(num_particles=1)``.
+        loss: a loss from :mod:`ppl.infer.vi.elbo`; default ``Trace_ELBO(num_particles=1)``.
     """
 
     def __init__(

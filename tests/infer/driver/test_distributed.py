@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # unoptimised XLA compiles the samplers several times faster; results equal up to rounding
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
@@ -30,7 +30,7 @@ WORKER = textwrap.dedent(
     import jax.numpy as jnp, numpy as np
     import ppl, ppl.distributions as dist
     from ppl.infer import MCMC, NUTS
-    from ppl.infer.sharding import make_mesh
+    from ppl.infer import make_mesh
 
     def model(x, y):
         beta = ppl.sample("beta", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))

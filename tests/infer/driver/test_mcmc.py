@@ -12,9 +12,9 @@ import pytest
 import ppl
 import ppl.distributions as dist
 from ppl.infer import HMC, MCMC, NUTS
-from ppl.infer import mcmc as mcmc_module
+from ppl.infer.driver import chains as mcmc_module
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "posteriordb"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "posteriordb"
 
 
 def gaussian(scales):
@@ -160,7 +160,7 @@ def test_auto_chain_method_on_cpu_uses_the_cores(monkeypatch):
         (16, 4, "threaded", 4),
         (2, 3, "looped", 1),  # 3 chains do not split into 2 equal groups
     ):
-        monkeypatch.setattr(mcmc_module, "_usable_cores", lambda cores=cores: cores)
+        monkeypatch.setattr(mcmc_module, "usable_cores", lambda cores=cores: cores)
         mcmc = MCMC(NUTS(model), num_chains=chains)
         assert (mcmc.chain_method, mcmc.num_groups) == (method, groups), (cores, chains)
     assert MCMC(NUTS(model), chain_method="vectorized").chain_method == "vectorized"
@@ -173,7 +173,7 @@ def test_threaded_chain_groups_give_the_looped_draws(monkeypatch, progress_bar):
     scales = jnp.array([1.0, 3.0])
 
     def run(method, cores):
-        monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: cores)
+        monkeypatch.setattr(mcmc_module, "usable_cores", lambda: cores)
         mcmc = MCMC(
             NUTS(gaussian(scales)),
             num_warmup=50,
@@ -202,7 +202,7 @@ def test_threaded_chain_groups_give_the_looped_draws(monkeypatch, progress_bar):
 def test_threaded_chains_keep_the_callers_jax_settings(monkeypatch):
     """JAX's configuration is thread-local: the threads run the program compiled with the
     caller's (here float64), not their own defaults."""
-    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(mcmc_module, "usable_cores", lambda: 2)
     runs = {}
     with jax.enable_x64(True):
         for method in ("looped", "threaded"):
@@ -222,17 +222,17 @@ def test_threaded_chains_keep_the_callers_jax_settings(monkeypatch):
 
 def test_an_error_in_one_chain_group_stops_the_run(monkeypatch):
     """An exception in one group's thread reaches the caller, and the other groups stop."""
-    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
-    original = mcmc_module.MCMC._run_segment
+    monkeypatch.setattr(mcmc_module, "usable_cores", lambda: 2)
+    original = mcmc_module.ChainRun.run_segment
     calls = []
 
-    def failing(self, pending, segment, report, stop=None, advance=None):
+    def failing(self, segment, report, stop=None, advance=None):
         calls.append(segment)
         if len(calls) == 1:
             raise FloatingPointError("boom in group 1")
-        return original(self, pending, segment, report, stop, advance)
+        return original(self, segment, report, stop, advance)
 
-    monkeypatch.setattr(mcmc_module.MCMC, "_run_segment", failing)
+    monkeypatch.setattr(mcmc_module.ChainRun, "run_segment", failing)
     mcmc = MCMC(
         NUTS(gaussian(jnp.ones(2))),
         num_warmup=20,
@@ -293,9 +293,9 @@ def normal_mean(y):
 
 
 def test_second_run_with_new_data_reuses_the_compiled_program():
-    from ppl.infer import mcmc as mcmc_module
+    from ppl.infer.driver import chains as mcmc_module
 
-    cache = mcmc_module._PROGRAM_CACHE
+    cache = mcmc_module.PROGRAM_CACHE
     cache.clear()
     mcmc = MCMC(NUTS(normal_mean), num_warmup=50, num_samples=50, num_chains=2, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), jnp.zeros(5))

@@ -8,7 +8,8 @@ import pytest
 import ppl
 import ppl.distributions as dist
 from ppl.infer import MCMC, NUTS
-from ppl.infer import mcmc as mcmc_module
+from ppl.infer.driver import chains as mcmc_module
+from ppl.infer.driver import progress
 
 Y = jnp.array([0.3, -1.2, 0.8, 2.1, 0.4])
 
@@ -36,7 +37,7 @@ def _mcmc(chain_method="vectorized"):
 def reference():
     out = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mcmc_module, "_usable_cores", lambda: 2)  # two chain groups
+        patch.setattr(mcmc_module, "usable_cores", lambda: 2)  # two chain groups
         for method in ("vectorized", "sequential", "threaded"):
             mcmc = _mcmc(method)
             mcmc.run(jax.random.key(3), Y)
@@ -47,12 +48,12 @@ def reference():
 
 @pytest.fixture
 def two_cores(monkeypatch):
-    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(mcmc_module, "usable_cores", lambda: 2)
 
 
 def _interrupt_on_update(monkeypatch, call_number):
     calls = {"n": 0}
-    original = mcmc_module._Progress.update
+    original = progress.Progress.update
 
     def update(self, n, phase, num_divergent):
         calls["n"] += 1
@@ -60,8 +61,8 @@ def _interrupt_on_update(monkeypatch, call_number):
             raise KeyboardInterrupt
         return original(self, n, phase, num_divergent)
 
-    monkeypatch.setattr(mcmc_module._Progress, "update", update)
-    return lambda: monkeypatch.setattr(mcmc_module._Progress, "update", original)
+    monkeypatch.setattr(progress.Progress, "update", update)
+    return lambda: monkeypatch.setattr(progress.Progress, "update", original)
 
 
 def _assert_same(a, b, kept=None):
@@ -110,7 +111,7 @@ def test_interrupt_during_sampling_keeps_draws_and_resumes_elsewhere(monkeypatch
 def test_threaded_interrupt_resumes_in_another_grouping(monkeypatch, reference):
     """An interrupt in one group's thread stops both groups; the saved state (two groups)
     resumes in a process with one core, with the saved grouping, to the same draws."""
-    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(mcmc_module, "usable_cores", lambda: 2)
     mcmc = _mcmc("threaded")
     restore = _interrupt_on_update(monkeypatch, call_number=4)  # after 60 warmup + 20 draws
     with pytest.warns(UserWarning, match="20 of 40 draws"):
@@ -119,7 +120,7 @@ def test_threaded_interrupt_resumes_in_another_grouping(monkeypatch, reference):
     assert not mcmc.complete and mcmc.num_completed_samples == 20
     _assert_same(mcmc.get_samples(group_by_chain=True), reference["threaded"], kept=20)
     state = {k: np.array(v) for k, v in mcmc.sampler_state().items()}
-    monkeypatch.setattr(mcmc_module, "_usable_cores", lambda: 1)
+    monkeypatch.setattr(mcmc_module, "usable_cores", lambda: 1)
     other = _mcmc("auto")
     assert other.chain_method == "looped"
     other.resume_from(state, Y)

@@ -19,10 +19,9 @@ from jax.sharding import Mesh
 
 import ppl
 import ppl.distributions as dist
-from ppl.infer import MCMC, NUTS
-from ppl.infer.sharding import make_mesh
+from ppl.infer import MCMC, NUTS, make_mesh
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # unoptimised XLA compiles the samplers several times faster; results equal up to rounding
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
@@ -70,9 +69,9 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import ppl, ppl.distributions as dist
-    from ppl.infer import MCMC, NUTS, mcmc as mcmc_module
-    from ppl.infer import sharding
-    from ppl.infer.sharding import make_mesh
+    from ppl.infer import MCMC, NUTS, make_mesh
+    from ppl.infer.base import Kernel, Warmup
+    from ppl.infer.driver import progress, sharding
     assert len(jax.devices()) == 4, jax.devices()
 
     def model(x, y):
@@ -136,23 +135,32 @@ SCRIPT = textwrap.dedent(
     class Ensemble(ppl.infer.HMC):
         chains_batched = True
 
-        def program(self, template, mcmc):
-            inner = mcmc_module._Program(template, self, mcmc)
+        def build(self, dim, num_warmup, num_iterations, num_chains):
+            kernel, warmup = super().build(dim, num_warmup, num_iterations, num_chains)
 
-            class Program:
-                init = staticmethod(jax.vmap(inner.init, in_axes=(0, None, None)))
-                empty_draws = staticmethod(jax.vmap(inner.empty_draws))
-                finish = staticmethod(jax.vmap(inner.finish))
+            def init(positions, ld):
+                return jax.vmap(lambda p: kernel.init(p, ld))(positions)
 
-                @staticmethod
-                def advance(keys, carry, draws, data, start, n):
-                    step = jax.vmap(inner.advance, in_axes=(0, 0, 0, None, None, None))
-                    carry, draws = step(keys, carry, draws, data, start, n)
-                    # a cross-chain mean, written back into every chain's state
-                    shared = jnp.mean(draws.log_density, axis=0)
-                    return carry, draws._replace(energy=draws.energy - shared)
+            def step(keys, state, ld, parameters):
+                one = jax.vmap(lambda k, s, p: kernel.step(k, s, ld, p))
+                state, info = one(keys, state, parameters)
+                # a cross-chain mean, written back into every chain's statistics
+                shared = jnp.mean(state.log_density, axis=0)
+                return state, info._replace(energy=info.energy - shared)
 
-            return Program()
+            batched = Warmup(
+                warmup.schedule,
+                lambda st, ld, imm: jax.vmap(lambda s: warmup.init(s, ld, imm))(st),
+                lambda k, w, st, i, f, ld: jax.vmap(
+                    lambda k, w, s: warmup.before(k, w, s, i, f, ld)
+                )(k, w, st),
+                lambda w, i, in_warmup: jax.vmap(lambda w: warmup.parameters(w, i, in_warmup))(w),
+                lambda w, prev, st, info, i, f: jax.vmap(
+                    lambda w, p, s, inf: warmup.after(w, p, s, inf, i, f)
+                )(w, prev, st, info),
+                jax.vmap(warmup.final),
+            )
+            return Kernel(init, step), batched
 
     def energies(**kwargs):
         mcmc = MCMC(Ensemble(model, num_steps=3, adaptation="stan"), **SETTINGS, **kwargs)
@@ -168,7 +176,7 @@ SCRIPT = textwrap.dedent(
     # 4. chains and data both sharded, interrupted; the state saved (gathered to host) and
     # resumed from (as another process would) gives the draws of the single-device run
     calls = {"n": 0}
-    original = mcmc_module._Progress.update
+    original = progress.Progress.update
 
     def update(self, n, phase, num_divergent):
         calls["n"] += 1
@@ -176,14 +184,14 @@ SCRIPT = textwrap.dedent(
             raise KeyboardInterrupt
         return original(self, n, phase, num_divergent)
 
-    mcmc_module._Progress.update = update
+    progress.Progress.update = update
     mesh = make_mesh(chains=2, data=2)
     settings = {**SETTINGS, "progress_bar": True, "chunk_size": 10}
     both = MCMC(NUTS(model), mesh=mesh, shard_data=("x", "y"), **settings)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         both.run(jax.random.key(5), x, y)
-    mcmc_module._Progress.update = original
+    progress.Progress.update = original
     assert not both.complete and any("interrupted" in str(w.message) for w in caught)
     state = both.sampler_state()
     assert all(isinstance(v, np.ndarray) for v in state.values())

@@ -1,4 +1,5 @@
-"""Tests for ppl.infer.metrics and ppl.infer.hmc: the leapfrog integrator and the HMC kernel."""
+"""Tests for ppl.infer.core.metrics, ppl.infer.core.integrators (the leapfrog integrator) and
+ppl.infer.kernels.hmc (the HMC kernel)."""
 
 import math
 
@@ -7,9 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
 import pytest
-from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian, run_kernel
 
-from ppl.infer import hmc, metrics
+from ppl.infer.core import integrators, metrics
+from ppl.infer.kernels import hmc
+from tests.infer.gaussian_targets import (
+    SCALES_10,
+    assert_moments,
+    correlated_cov,
+    gaussian,
+    run_kernel,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
@@ -51,9 +59,9 @@ def test_metric_rejects_bad_shape():
 
 
 def _integrate(logdensity_fn, imm, q0, p0, step_size, num_steps):
-    step = hmc.velocity_verlet(logdensity_fn, imm)
+    step = integrators.velocity_verlet(logdensity_fn, imm)
     ld, g = jax.value_and_grad(logdensity_fn)(q0)
-    z = hmc.IntegratorState(q0, p0, ld, g)
+    z = integrators.IntegratorState(q0, p0, ld, g)
     energies = [float(-z.log_density + metrics.kinetic_energy(z.momentum, imm))]
     for _ in range(num_steps):
         z = step(z, step_size)

@@ -1,4 +1,5 @@
-"""Tests for ppl.infer.nuts: Stan's multinomial NUTS, iterative with O(max_tree_depth) memory."""
+"""Tests for ppl.infer.kernels.nuts: Stan's multinomial NUTS, iterative with O(max_tree_depth)
+memory."""
 
 import blackjax
 import jax
@@ -7,10 +8,18 @@ import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
 import pytest
 from arviz_stats.base import array_stats
-from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian, run_kernel
 from scipy import stats
 
-from ppl.infer import hmc, nuts
+from ppl.infer.core import integrators
+from ppl.infer.core.rng import leaf_uniform, threefry2x32
+from ppl.infer.kernels import hmc, nuts
+from tests.infer.gaussian_targets import (
+    SCALES_10,
+    assert_moments,
+    correlated_cov,
+    gaussian,
+    run_kernel,
+)
 
 
 def _funnel(x):
@@ -413,12 +422,12 @@ def test_leaf_uniforms_are_jax_threefry():
     rng = np.random.default_rng(0)
     key = jnp.asarray(rng.integers(0, 2**32, 2, dtype=np.uint64).astype(np.uint32))
     counts = jnp.asarray(rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32))
-    hi, lo = nuts.threefry2x32(key, (counts[:1000], counts[1000:]))
+    hi, lo = threefry2x32(key, (counts[:1000], counts[1000:]))
     np.testing.assert_array_equal(np.concatenate([hi, lo]), threefry_2x32(key, counts))
     leaves = jnp.arange(1, 200_001)
     for dtype in (jnp.float32, jnp.float64):
         with jax.enable_x64(dtype == jnp.float64):
-            u = np.asarray(jax.vmap(lambda n, d=dtype: nuts.leaf_uniform(key, n, d))(leaves))
+            u = np.asarray(jax.vmap(lambda n, d=dtype: leaf_uniform(key, n, d))(leaves))
         assert u.dtype == dtype and u.min() >= 0.0 and u.max() < 1.0
         # mean 1/2 and variance 1/12, each within 5 standard errors
         assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / u.size)
@@ -429,11 +438,11 @@ def test_symmetric_acceptance_statistic():
     """2 / (1 + e^|d|): 1 at d = 0, symmetric, the pair average of min(1, e^-d) under
     the equilibrium weights of d and -d, and 0 for a divergence."""
     d = jnp.array([0.0, 0.3, -0.3, 2.0, jnp.inf])
-    sym = np.asarray(hmc.symmetric_acceptance(d))
+    sym = np.asarray(integrators.symmetric_acceptance(d))
     np.testing.assert_allclose(sym[:4], [1.0, 2 / (1 + np.exp(0.3)), 2 / (1 + np.exp(0.3)),
                                          2 / (1 + np.exp(2.0))], rtol=1e-6)  # fmt: skip
     assert sym[4] == 0.0
     # pair average: weights 1 (for d) and e^-d (for -d), Metropolis probabilities e^-d and 1
     x = 0.7
     pair = (1.0 * np.exp(-x) + np.exp(-x) * 1.0) / (1.0 + np.exp(-x))
-    np.testing.assert_allclose(float(hmc.symmetric_acceptance(x)), pair, rtol=1e-6)
+    np.testing.assert_allclose(float(integrators.symmetric_acceptance(x)), pair, rtol=1e-6)

@@ -11,16 +11,16 @@ from jax.scipy.special import ndtri
 
 import ppl
 import ppl.distributions as dist
-from ppl.infer.elbo import Trace_ELBO
-from ppl.infer.guides import (
+from ppl.infer import (
+    SVI,
     AutoDelta,
     AutoLaplaceApproximation,
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
     AutoNormal,
+    Trace_ELBO,
     guide_to_datatree,
 )
-from ppl.infer.svi import SVI
 
 # --------------------------------------------------------------------- Gaussian regression
 # y = X beta + N(0, SIG^2), beta ~ N(0, TAU^2 I), two strongly correlated predictors:

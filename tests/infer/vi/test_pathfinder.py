@@ -7,13 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_targets import correlated_cov
 
 import ppl
 import ppl.distributions as dist
 from ppl.infer import MCMC, NUTS
-from ppl.infer.lbfgs import approximation, history_init, history_update
-from ppl.infer.pathfinder import STATUS, pathfinder, pathfinder_init, psis
+from ppl.infer.core.psis import psis
+from ppl.infer.vi.lbfgs import approximation, history_init, history_update
+from ppl.infer.vi.pathfinder import STATUS, pathfinder, pathfinder_init
+from tests.infer.gaussian_targets import correlated_cov
 
 # ---------------------------------------------------------------------- inverse Hessian
 

@@ -10,9 +10,14 @@ from jax.scipy.stats import multivariate_normal
 
 import ppl
 import ppl.distributions as dist
-from ppl.infer.elbo import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
-from ppl.infer.guides import AutoNormal
-from ppl.infer.svi import SVI, NonFiniteLossError
+from ppl.infer import (
+    SVI,
+    AutoNormal,
+    NonFiniteLossError,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceMeanField_ELBO,
+)
 
 # normal-normal: mu ~ N(M0, S0), y_i ~ N(mu, S)
 M0, S0, S = 1.0, 2.0, 1.5

@@ -1,4 +1,5 @@
-"""Tests for ppl.infer.chees (ChEES-HMC) and the ensemble machinery in ppl.infer.ensemble."""
+"""Tests for ChEES-HMC (ppl.infer.warmup.chees, ppl.infer.kernels.ensemble) and the cross-chain
+statistics (ppl.infer.core.chain_stats, ppl.infer.core.rng)."""
 
 import json
 from pathlib import Path
@@ -9,16 +10,16 @@ import numpy as np
 import numpyro  # noqa: F401  (the real package before arviz_stats; see DESIGN.md pitfalls)
 import pytest
 from arviz_stats.base import array_stats
-from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
 
 import ppl
 import ppl.distributions as dist
-from ppl.infer import MCMC, NUTS
-from ppl.infer import mcmc as mcmc_module
-from ppl.infer.chees import ChEES
-from ppl.infer.ensemble import chain_mean, halton, max_eigenvalue
+from ppl.infer import MCMC, NUTS, ChEES
+from ppl.infer.core.chain_stats import chain_mean, max_eigenvalue
+from ppl.infer.core.rng import halton
+from ppl.infer.driver import progress as mcmc_module
+from tests.infer.gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = json.loads((ROOT / "models" / "data" / "posteriordb_reference.json").read_text())
 
 
@@ -188,7 +189,7 @@ def _small(kernel_cls, **kw):
 
 def _interrupt_on_update(monkeypatch, call_number):
     calls = {"n": 0}
-    original = mcmc_module._Progress.update
+    original = mcmc_module.Progress.update
 
     def update(self, n, phase, num_divergent):
         calls["n"] += 1
@@ -196,8 +197,8 @@ def _interrupt_on_update(monkeypatch, call_number):
             raise KeyboardInterrupt
         return original(self, n, phase, num_divergent)
 
-    monkeypatch.setattr(mcmc_module._Progress, "update", update)
-    return lambda: monkeypatch.setattr(mcmc_module._Progress, "update", original)
+    monkeypatch.setattr(mcmc_module.Progress, "update", update)
+    return lambda: monkeypatch.setattr(mcmc_module.Progress, "update", original)
 
 
 def check_determinism_and_resume(kernel_cls, monkeypatch, fresh=True, **kw):
@@ -298,9 +299,7 @@ def test_bad_settings_have_clear_errors():
 _PARALLEL_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
-from ppl.infer import MCMC
-from ppl.infer.chees import ChEES
-from ppl.infer.meads import MEADS
+from ppl.infer import MCMC, ChEES, MEADS
 assert len(jax.devices()) == 4
 f = lambda x: -0.5 * jnp.sum((x / jnp.arange(1.0, 4.0)) ** 2)
 init = jax.random.normal(jax.random.key(1), (16, 3))

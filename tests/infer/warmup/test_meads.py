@@ -1,10 +1,9 @@
-"""Tests for ppl.infer.meads (MEADS generalized HMC)."""
+"""Tests for MEADS (ppl.infer.warmup.meads and the GHMC kernel in ppl.infer.kernels.ensemble)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
 from test_chees import (
     Y,
     _eight_schools_check,
@@ -14,8 +13,9 @@ from test_chees import (
     run,
 )
 
-from ppl.infer import MCMC
-from ppl.infer.meads import MEADS, meads_parameters
+from ppl.infer import MCMC, MEADS
+from ppl.infer.warmup.meads import meads_parameters, meads_warmup
+from tests.infer.gaussian_targets import SCALES_10, assert_moments, correlated_cov, gaussian
 
 
 def test_parameters_from_a_gaussian_ensemble():
@@ -39,16 +39,22 @@ def test_parameters_from_a_gaussian_ensemble():
 
 def test_fold_parameters_come_from_the_previous_fold_only():
     """A fold's parameters must not depend on its own chains (the Gibbs argument)."""
-    kernel = MEADS(logdensity_fn=lambda x: -0.5 * jnp.sum(x**2), num_folds=4)
-    mcmc = MCMC(kernel, num_warmup=10, num_samples=1, num_chains=16, progress_bar=False)
-    from ppl.density import FunctionLogDensity
-
-    program = kernel.program(FunctionLogDensity(kernel.logdensity_fn, 3), mcmc)
+    warmup = meads_warmup(10, 16, num_folds=4)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(16, 3)))
     order = jnp.asarray(rng.permutation(16), jnp.int32)
-    fold = np.asarray(program._fold_of(order))
-    fold_parameters = jax.jit(lambda x: program._fold_parameters(_state(x), order, jnp.int32(5)))
+    fold = np.zeros(16, int)
+    fold[np.asarray(order)] = np.arange(16) // 4  # fold k: chains order[4k : 4k + 4]
+    keys = jax.random.split(jax.random.key(0), 16)
+
+    def ld(x):
+        return -0.5 * jnp.sum(x**2)
+
+    def parameters(x):  # iteration 5 of warmup: no reshuffle of the folds
+        w = warmup.init(_state(x), ld, None)._replace(order=order)
+        return warmup.before(keys, w, _state(x), jnp.int32(5), (), ld).parameters
+
+    fold_parameters = jax.jit(parameters)
     base = fold_parameters(x)
     # moving the chains of fold 2 changes the parameters of fold 3 and of no other fold
     moved = x.at[np.flatnonzero(fold == 2)].multiply(3.0)
@@ -58,7 +64,7 @@ def test_fold_parameters_come_from_the_previous_fold_only():
 
 
 def _state(x):
-    from ppl.infer.hmc import HMCState
+    from ppl.infer.kernels.hmc import HMCState
 
     return HMCState(x, -0.5 * jnp.sum(x**2, -1), -x)
 

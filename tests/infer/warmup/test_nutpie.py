@@ -1,23 +1,22 @@
-"""Tests for ppl.infer.grad_adaptation (nutpie's gradient-based warmup) and the low-rank metric."""
+"""Tests for ppl.infer.warmup.nutpie (nutpie's gradient-based warmup) and the low-rank metric."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppl.infer import MCMC, NUTS, metrics
-from ppl.infer.grad_adaptation import (
-    LowRankSettings,
+from ppl.infer import MCMC, NUTS
+from ppl.infer.core import metrics
+from ppl.infer.core.metrics import LowRankInverseMass, low_rank_to_dense
+from ppl.infer.warmup.low_rank import LowRankSettings, low_rank_metric, spd_mean
+from ppl.infer.warmup.nutpie import (
     buffer_size,
     grad_diagonal,
     grad_window_schedule,
     initial_diagonal,
-    low_rank_metric,
-    spd_mean,
     stats_init,
     stats_update,
 )
-from ppl.infer.metrics import LowRankInverseMass, low_rank_to_dense
 from tests.infer.gaussian_targets import assert_moments
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -280,16 +279,19 @@ def test_kernel_settings_are_checked():
 
 @pytest.mark.parametrize("low_rank", [None, LowRankSettings(rank=2)])
 def test_saturated_transition_resets_the_metric_and_holds_collection(low_rank):
-    from ppl.infer.grad_adaptation import grad_warmup_after, grad_warmup_init
-    from ppl.infer.nuts import NUTSInfo
+    from ppl.infer.kernels import hmc
+    from ppl.infer.kernels.nuts import NUTSInfo
+    from ppl.infer.warmup.nutpie import NutpieSchedule, nutpie_warmup
 
     scales = jnp.array([1e-3, 1.0, 1e3])
 
     def ld(x):
         return -0.5 * jnp.sum((x / scales) ** 2)
 
-    w = grad_warmup_init(jnp.ones(3), ld, low_rank=low_rank, buffer_rows=8)
-    state = w.state
+    metric = "diag" if low_rank is None else "low_rank"
+    warmup = nutpie_warmup(100, 3, metric=metric, low_rank=low_rank, saturation_steps=1023, hold=5)
+    state = hmc.init(jnp.ones(3), ld)
+    w = warmup.init(state, ld, None)
 
     def info(steps):
         return NUTSInfo(
@@ -302,11 +304,12 @@ def test_saturated_transition_resets_the_metric_and_holds_collection(low_rank):
         )
 
     def after(w, i, steps):
-        return grad_warmup_after(
-            w, state, info(steps), jnp.int32(i), jnp.bool_(True), jnp.bool_(False),
-            jnp.bool_(low_rank is not None), jnp.int32(-1), low_rank=low_rank,
-            saturation_steps=1023, hold=5,
+        flags = NutpieSchedule(
+            collect=jnp.bool_(True), switch=jnp.bool_(False),
+            update=jnp.bool_(low_rank is not None), restart=jnp.bool_(False),
+            fg_start=jnp.int32(-1), late=jnp.bool_(False),
         )  # fmt: skip
+        return warmup.after(w, state, state, info(steps), jnp.int32(i), flags)
 
     w = after(w, 0, 7)
     assert float(w.foreground.count) == 2.0 and int(w.hold_until) == 0

@@ -1,4 +1,4 @@
-"""Tests for ppl.infer.adaptation: Stan's windowed warmup and its pieces."""
+"""Tests for ppl.infer.warmup.stan (Stan's windowed warmup) and ppl.infer.warmup.step_size."""
 
 import math
 
@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_targets import SCALES_10, correlated_cov
 
-from ppl.infer import adaptation, hmc, nuts
+from ppl.infer.kernels import hmc, nuts
+from ppl.infer.warmup import stan as adaptation
+from ppl.infer.warmup.step_size import dual_averaging, find_reasonable_step_size
+from tests.infer.gaussian_targets import SCALES_10, correlated_cov
 
 
 def _diag_gaussian(x):
@@ -93,7 +95,7 @@ def test_stan_window_schedule_100():
 
 
 def test_dual_averaging_first_update_by_hand():
-    da = adaptation.dual_averaging()
+    da = dual_averaging()
     state = da.init(0.5)
     np.testing.assert_allclose(state.mu, math.log(10 * 0.5), rtol=1e-6)
     state = da.update(state, 0.3)
@@ -108,7 +110,7 @@ def test_dual_averaging_first_update_by_hand():
 @pytest.mark.parametrize("target", [0.6, 0.8, 0.95])
 def test_dual_averaging_converges_on_a_deterministic_acceptance_curve(target):
     # alpha(eps) = exp(-(eps / 2)^2) reaches the target at eps* = 2 sqrt(-log target).
-    da = adaptation.dual_averaging(target_accept=target)
+    da = dual_averaging(target_accept=target)
 
     def body(state, _):
         return da.update(state, jnp.exp(-((jnp.exp(state.log_step_size) / 2) ** 2))), None
@@ -118,7 +120,7 @@ def test_dual_averaging_converges_on_a_deterministic_acceptance_curve(target):
 
 
 def test_dual_averaging_treats_nan_acceptance_as_zero():
-    da = adaptation.dual_averaging()
+    da = dual_averaging()
     a = da.update(da.init(1.0), jnp.nan)
     b = da.update(da.init(1.0), 0.0)
     np.testing.assert_allclose(a.log_step_size, b.log_step_size)
@@ -162,11 +164,7 @@ def test_find_reasonable_step_size_scales_with_the_target(scale):
     state = hmc.init(jnp.full(5, scale), logdensity_fn)
     keys = jax.random.split(jax.random.key(0), 32)
     step_sizes = jax.jit(
-        jax.vmap(
-            lambda k: adaptation.find_reasonable_step_size(
-                k, state, logdensity_fn, jnp.ones(5), 1.0
-            )
-        )
+        jax.vmap(lambda k: find_reasonable_step_size(k, state, logdensity_fn, jnp.ones(5), 1.0))
     )(keys)
     # One leapfrog's energy error depends on step_size / scale only; every search stops within
     # a factor of a few of the scale, and the searches are powers-of-two multiples of 1.0.
@@ -179,7 +177,7 @@ def test_find_reasonable_step_size_is_bounded():
     with jax.enable_x64(True):  # float32 round-off would stop the linear case early
         state = hmc.init(jnp.zeros(2), lambda x: jnp.sum(x))
         # A linear log density is integrated exactly: acceptance 1 forever, stops at the cap.
-        big = adaptation.find_reasonable_step_size(
+        big = find_reasonable_step_size(
             jax.random.key(0), state, lambda x: jnp.sum(x), jnp.ones(2), 1.0
         )
         assert float(big) == pytest.approx(1e7)
@@ -188,13 +186,13 @@ def test_find_reasonable_step_size_is_bounded():
         def nan_away(x):
             return jnp.where(jnp.all(x == 0), 0.0, jnp.nan)
 
-        small = adaptation.find_reasonable_step_size(
+        small = find_reasonable_step_size(
             jax.random.key(0), state, nan_away, jnp.ones(2), 1.0, max_num_iterations=20
         )
         assert float(small) == pytest.approx(2.0**-20)
         # Degenerate inputs come back unchanged.
         for bad in (0.0, np.nan, 1e8):
-            out = adaptation.find_reasonable_step_size(
+            out = find_reasonable_step_size(
                 jax.random.key(0), state, lambda x: -jnp.sum(x**2), jnp.ones(2), bad
             )
             np.testing.assert_array_equal(out, bad)

@@ -1,0 +1,457 @@
+"""How the chains of a run are batched, compiled and advanced: the chain methods.
+
+A :class:`~ppl.infer.driver.program.Program` runs one chain (or all chains at once, for
+kernels that adapt across chains). This module turns it into compiled functions over every
+chain (:func:`compile_program`, kept in a small process-wide cache) and advances them
+(:class:`ChainRun`), by ``chain_method``:
+
+* ``"vectorized"``: all chains ``vmap``-ped in one program (on a device mesh, each device
+  runs its own chains with ``shard_map``; see :mod:`ppl.infer.driver.sharding`);
+* ``"looped"``: the chains one after another inside one program (``lax.map``);
+* ``"threaded"``: the chains in equal groups, one per usable core, each group looped, the
+  groups at once in threads (XLA runs a computation on the thread that calls it);
+* ``"sequential"``: one chain after another, each its own call;
+* ``"parallel"``: ``"vectorized"`` on a mesh of the available devices.
+
+:class:`ChainRun` advances the chains' *segments* (all chains, one chain, or a thread's group)
+in chunks of iterations, reports to :mod:`ppl.infer.driver.progress` between chunks, and
+gathers the results; :class:`ppl.infer.MCMC` (:mod:`ppl.infer.driver.mcmc`) holds one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+from ppl.infer.driver import sharding
+from ppl.infer.driver.program import ChainCarry, Draws, Program, SamplingState
+from ppl.infer.driver.progress import Progress, SharedProgress, next_chunk
+
+__all__ = [
+    "CHAIN_METHODS",
+    "LOOPED",
+    "PROGRAM_CACHE",
+    "ChainRun",
+    "RunSizes",
+    "Segment",
+    "auto_chain_method",
+    "compile_program",
+    "shard_chains",
+    "thread_groups",
+    "usable_cores",
+]
+
+CHAIN_METHODS = ("auto", "vectorized", "looped", "threaded", "parallel", "sequential")
+LOOPED = ("looped", "threaded")  # chains one after another inside a compiled program
+PROGRAM_CACHE: dict = {}  # (layout, settings) -> (template LogDensity, compiled functions)
+PROGRAM_CACHE_SIZE = 16
+
+
+# ---------------------------------------------------------------------- choosing a method
+
+
+def auto_chain_method(chains_batched: bool, mesh: Mesh | None, num_chains: int) -> str:
+    """``chain_method="auto"``: how to run the chains on this backend.
+
+    On a CPU, chains one after another inside one program ("looped"): a vmapped NUTS
+    transition turns its tree-building while loop into a batched one, which selects every
+    element of the loop state (checkpoints included) for every chain at every leapfrog
+    step and waits for the longest tree, while one chain at a time updates its state in
+    place (measured with ``python -m benchmarks`` on a 2-core CPU: 2.9x the ESS per second
+    of vmapped chains on eight schools and on the 100-d Gaussian, level on radon). With
+    several usable cores, groups of chains run that program at once in threads
+    ("threaded"): XLA runs a computation on the thread that calls it, so each group has a
+    core (1.3-2.1x the ESS per second of "looped" on the six ``python -m benchmarks`` models
+    on 2 cores; least on the cheapest runs, where fixed per-run costs weigh most). On
+    accelerators, and for kernels that adapt across chains (ChEES, MEADS) or runs on a
+    device mesh, the chains run together ("vectorized").
+    """
+    if chains_batched or mesh is not None or jax.default_backend() != "cpu":
+        return "vectorized"
+    return "threaded" if thread_groups(num_chains) > 1 else "looped"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_groups(num_chains: int) -> int:
+    """Chain groups for "threaded": the largest divisor of ``num_chains`` that does not
+    exceed the usable cores (equal groups share one compiled program)."""
+    cores = usable_cores()
+    return max(g for g in range(1, min(cores, num_chains) + 1) if num_chains % g == 0)
+
+
+# ---------------------------------------------------------------------- compiling
+
+
+def compile_program(
+    key: tuple, template: Any, build: Callable[[], Program], chain_method: str, mesh: Mesh | None
+) -> dict:
+    """The compiled functions of a program for every chain, from the cache or compiled now.
+
+    Programs are shared by every ``MCMC`` in the process (a small LRU cache keyed by the
+    model layout and the settings): a second ``MCMC`` with the same model layout and
+    settings, e.g. in a notebook or a test that builds a fresh one, reuses the compiled
+    chains instead of compiling them again.
+
+    Args:
+        key: the cache key (hashable: layout, kernel settings, run sizes, chain method, mesh).
+        template: the ``LogDensity`` the program is for (kept with the entry, so that an
+            ``id()`` in the key cannot be reused by another object meanwhile).
+        build: makes the :class:`~ppl.infer.driver.program.Program` (called on a miss).
+        chain_method: a resolved method (not "auto").
+        mesh: the run's device mesh, or None.
+
+    Returns:
+        ``{"init", "empty_draws", "advance", "finish"}`` jitted over the chains (and, once
+        a threaded run made it, ``"compiled_advance"``: its ahead-of-time executables).
+    """
+    entry = PROGRAM_CACHE.pop(key, None)
+    if entry is None:
+        program = build()
+        entry = (template, _jit_program(program, _batching(program, chain_method, mesh)))
+    PROGRAM_CACHE[key] = entry  # most recently used last
+    while len(PROGRAM_CACHE) > PROGRAM_CACHE_SIZE:
+        PROGRAM_CACHE.pop(next(iter(PROGRAM_CACHE)))
+    return entry[1]
+
+
+def _batching(program: Program, chain_method: str, mesh: Mesh | None) -> Callable:
+    """``batch(fn, axes)``: a per-chain function over all chains (``axes`` 0: chain-batched
+    argument, None: shared), as ``chain_method`` runs them."""
+    if program.chain_axes or chain_method == "sequential":
+        return lambda fn, axes: fn
+    if chain_method in LOOPED:
+        return _map_over_chains
+    if mesh is None or mesh.shape.get("chain", 1) == 1:
+        return lambda fn, axes: jax.vmap(fn, in_axes=axes)
+
+    # Each device runs its own chains with its own loops. Left to XLA's automatic
+    # partitioning, a vmapped while loop (NUTS's tree building) stops when every chain is
+    # done: its predicate is a reduction over all chains, i.e. one cross-device all-reduce
+    # per iteration, which costs more than a small model's gradient. The "data" axis (if
+    # any) stays automatic: XLA sums the per-device partial log-likelihoods across it.
+    def batch(fn, axes):
+        specs = tuple(PartitionSpec("chain") if a == 0 else PartitionSpec() for a in axes)
+        return jax.shard_map(
+            jax.vmap(fn, in_axes=axes),
+            mesh=mesh,
+            in_specs=specs,
+            out_specs=PartitionSpec("chain"),
+            axis_names={"chain"},
+            check_vma=False,
+        )
+
+    return batch
+
+
+def _jit_program(program: Program, batch: Callable) -> dict:
+    return {
+        "init": jax.jit(batch(program.init, (0, None, None))),
+        "empty_draws": jax.jit(batch(program.empty_draws, (0,))),
+        "advance": jax.jit(
+            batch(program.advance, (0, 0, 0, None, None, None)), donate_argnums=(1, 2)
+        ),
+        "finish": jax.jit(batch(program.finish, (0,))),
+    }
+
+
+def _map_over_chains(fn: Callable, axes: tuple) -> Callable:
+    """``fn`` over a leading chain axis of the arguments whose axis is 0, one chain after
+    another inside the compiled program (``lax.map``); the others are shared."""
+
+    def mapped(*args):
+        chained = [a for a, axis in zip(args, axes, strict=True) if axis == 0]
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, axes, strict=True)))
+
+        return jax.lax.map(one, chained)
+
+    return mapped
+
+
+def shard_chains(trees: tuple, mesh: Mesh | None, num_chains: int) -> tuple:
+    """Place chain-batched pytrees on the mesh: arrays with a leading axis of ``num_chains``
+    split over "chain", the rest (ensemble-wide state) replicated; unchanged without a mesh."""
+    if mesh is None:
+        return trees
+    split = sharding.chain_sharding(mesh)
+    whole = sharding.replicated(mesh)
+
+    def sharding_of(x):
+        batched = np.ndim(x) >= 1 and np.shape(x)[0] == num_chains
+        return split if batched else whole
+
+    return tuple(sharding.place(t, jax.tree.map(sharding_of, t)) for t in trees)
+
+
+# ---------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """What :class:`ChainRun` needs to know of the run's settings.
+
+    Attributes:
+        chain_method: the resolved chain method.
+        num_chains: chains in the run.
+        num_warmup: warmup iterations per chain.
+        num_samples: kept draws per chain.
+        thinning: keep every ``thinning``-th sampling iteration.
+        progress_bar: show a progress bar (and cut phases into chunks for it).
+        chunk_size: iterations per chunk with the progress bar (None: sized on the fly).
+        mesh: the device mesh, or None.
+    """
+
+    chain_method: str
+    num_chains: int
+    num_warmup: int
+    num_samples: int
+    thinning: int
+    progress_bar: bool
+    chunk_size: int | None
+    mesh: Mesh | None
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations per chain: warmup plus ``num_samples * thinning``."""
+        return self.num_warmup + self.num_samples * self.thinning
+
+    def kept(self, next_iteration: int) -> int:
+        """Draws per chain kept once iterations before ``next_iteration`` have run."""
+        sampled = max(next_iteration - self.num_warmup, 0)
+        return min(sampled // self.thinning, self.num_samples)
+
+
+@dataclass
+class Segment:
+    """Chains advanced together (all of them, a thread's group, or one chain) and how far."""
+
+    keys: jax.Array
+    positions: jax.Array
+    label: str
+    carry: ChainCarry | None = None
+    draws: Draws | None = None
+    next_iteration: int = 0
+
+
+@dataclass
+class ChainRun:
+    """A run in progress: its compiled functions, data, segments and sizes.
+
+    Attributes:
+        fns: the compiled functions (:func:`compile_program`).
+        data: the model's array data (placed on the mesh).
+        segments: the :class:`Segment` s, each advanced on its own.
+        sizes: the :class:`RunSizes`.
+        inverse_mass_diag: ``(dim,)`` initial metric (from Pathfinder), or None.
+        advance_args: abstract inputs of the first chunk run (for ``MCMC.compiled_hlo``).
+    """
+
+    fns: dict
+    data: Any
+    segments: list
+    sizes: RunSizes
+    inverse_mass_diag: Any = None
+    advance_args: Any = field(default=None, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return all(
+            s.carry is not None and s.next_iteration >= self.sizes.num_iterations
+            for s in self.segments
+        )
+
+    def advance(self) -> None:
+        """Advance every segment to the end of the run (an interrupt leaves each segment at
+        the end of its last finished chunk)."""
+        if self.sizes.chain_method == "threaded":
+            self._advance_threads()
+            return
+        for segment in self.segments:
+            if segment.next_iteration >= self.sizes.num_iterations and segment.carry is not None:
+                continue
+            with self._progress(segment.label, segment.next_iteration) as bar:
+                self.run_segment(segment, bar.update)
+
+    def _progress(self, label: str, initial: int) -> Progress:
+        sizes = self.sizes
+        return Progress(
+            sizes.num_iterations,
+            enabled=sizes.progress_bar and jax.process_index() == 0,
+            label=label,
+            chains=1 if sizes.chain_method == "sequential" else sizes.num_chains,
+            initial=initial,
+        )
+
+    def _advance_threads(self) -> None:
+        """Advance the segments (chain groups) at once, one thread each, with one progress
+        bar that follows the slowest group. An exception in any thread (an interrupt
+        included) stops the others after their current chunk and is raised here."""
+        segments = self.segments
+        self.init_segments(segments)
+        advance = self.compiled_advance(segments[0])
+        stop = threading.Event()
+        with self._progress("", min(s.next_iteration for s in segments)) as bar:
+            shared = SharedProgress(bar, segments, self.sizes.num_warmup)
+            with concurrent.futures.ThreadPoolExecutor(
+                len(segments), thread_name_prefix="ppl-chains"
+            ) as pool:
+                futures = [
+                    pool.submit(self.run_segment, seg, shared.reporter(g), stop, advance)
+                    for g, seg in enumerate(segments)
+                ]
+                try:
+                    pending_futures = set(futures)
+                    while pending_futures:  # short waits: Ctrl-C reaches this thread
+                        done, pending_futures = concurrent.futures.wait(
+                            pending_futures, timeout=0.2, return_when="FIRST_EXCEPTION"
+                        )
+                        if any(f.exception() is not None for f in done):
+                            break
+                finally:
+                    stop.set()  # the other groups stop after their current chunk
+                    concurrent.futures.wait(futures)
+                for future in futures:
+                    if future.exception() is not None:
+                        raise future.exception()
+
+    def compiled_advance(self, segment: Segment) -> Callable:
+        """``advance`` compiled ahead of time for this segment's inputs, in this thread.
+
+        The chain groups' threads call this executable rather than the jitted function:
+        JAX's configuration (``jax.enable_x64`` and the like) is thread-local, so a thread's
+        call could trace the program anew with other settings; compiled here, it is
+        compiled once, with the caller's settings. Kept per input signature with the
+        program, so a second run with the same shapes does not compile again.
+        """
+        args = (segment.keys, segment.carry, segment.draws, self.data)
+        leaves, treedef = jax.tree.flatten(args)
+        signature = (treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves))
+        compiled = self.fns.setdefault("compiled_advance", {})
+        if signature not in compiled:
+            compiled[signature] = (
+                self.fns["advance"].lower(*args, np.int32(0), np.int32(0)).compile()
+            )
+        return compiled[signature]
+
+    def init_segments(self, segments: list[Segment]) -> None:
+        """Initial chain states and empty draw buffers of those segments not started yet."""
+        fns, data, sizes = self.fns, self.data, self.sizes
+        for segment in segments:
+            if segment.carry is None:
+                carry = fns["init"](segment.positions, data, self.inverse_mass_diag)
+                draws = fns["empty_draws"](segment.positions)
+                if sizes.chain_method != "sequential":  # XLA may leave fresh buffers on one device
+                    carry, draws = shard_chains((carry, draws), sizes.mesh, sizes.num_chains)
+                segment.carry, segment.draws = carry, draws
+
+    def run_segment(
+        self,
+        segment: Segment,
+        report: Callable[[int, str, Any], None],
+        stop: threading.Event | None = None,
+        advance: Callable | None = None,
+    ) -> None:
+        """Advance one segment to the end of the run in chunks, calling ``report(n, phase,
+        divergent)`` after each; returns early once ``stop`` is set. ``advance`` replaces
+        the program's jitted ``advance`` (with a compiled one, in threads)."""
+        sizes, data, total = self.sizes, self.data, self.sizes.num_iterations
+        advance = advance or self.fns["advance"]
+        if segment.next_iteration >= total and segment.carry is not None:
+            return
+        self.init_segments([segment])
+        for phase, end in (("warmup", sizes.num_warmup), ("sampling", total)):
+            n, elapsed = 0, 0.0
+            while segment.next_iteration < end:
+                if stop is not None and stop.is_set():
+                    return
+                start = segment.next_iteration
+                # every process must run the same chunks (the collectives pair up): in a
+                # distributed run process 0's timing decides
+                size = next_chunk(n, elapsed, end - start, sizes.progress_bar, sizes.chunk_size)
+                n = sharding.broadcast_int(size, sizes.mesh)
+                if self.advance_args is None:
+                    self.advance_args = _abstract(
+                        (segment.keys, segment.carry, segment.draws, data)
+                    )
+                began = time.perf_counter()
+                # the results stand for the finished chunk even before they are computed,
+                # so an interrupt while waiting below loses nothing
+                segment.carry, segment.draws = advance(
+                    segment.keys,
+                    segment.carry,
+                    segment.draws,
+                    data,
+                    np.int32(start),  # host scalars: valid inputs across processes too
+                    np.int32(n),
+                )
+                segment.next_iteration = start + n
+                carry = segment.carry
+                divergent = carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
+                if sizes.progress_bar:  # reading the count waits for the chunk
+                    divergent = int(np.sum(sharding.to_host(divergent)))
+                elif stop is not None:  # a thread holds its core until its chunk is done
+                    jax.block_until_ready(carry)
+                report(n, phase, divergent)
+                elapsed = time.perf_counter() - began
+
+    def collect(self) -> tuple[SamplingState | None, Draws | None, int]:
+        """Results from the segments' current states (all of them or those so far).
+
+        Returns:
+            ``(last, draws, kept)``: the chains' final sampler states and their draws
+            (``(num_chains, kept, ...)``), both batched over chains, and the draws per chain
+            kept; ``None`` for both when no draw is kept yet.
+        """
+        segments, sizes = self.segments, self.sizes
+        started = [s for s in segments if s.carry is not None]
+        if not started or len(started) < len(segments):
+            return None, None, 0
+        kept = min(sizes.kept(s.next_iteration) for s in segments)
+        finish = self.fns["finish"]
+        if len(segments) > 1:  # one chain each ("sequential") or chain groups ("threaded")
+            results = [(finish(s.carry), s.draws) for s in segments]
+            last, draws = _join_segments(results, stack=sizes.chain_method == "sequential")
+        else:
+            last, draws = finish(segments[0].carry), segments[0].draws
+        # a distributed run gathers the results onto every process (a collective)
+        last, draws = sharding.to_local((last, draws))
+        if kept < sizes.num_samples:
+            draws = jax.tree.map(lambda x: x[:, :kept], draws)
+        last, draws = jax.block_until_ready((last, draws))
+        return last, (draws if kept else None), kept
+
+
+@functools.partial(jax.jit, static_argnames="stack")
+def _join_segments(trees: list, stack: bool) -> Any:
+    """Per-segment pytrees joined along a new (``stack``) or the leading chain axis, in one
+    compiled call (a run's results, whatever their number of leaves)."""
+    join = jnp.stack if stack else jnp.concatenate
+    return jax.tree.map(lambda *xs: join(xs), *trees)
+
+
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of a pytree of arrays (for lowering without the data)."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
+        tree,
+    )

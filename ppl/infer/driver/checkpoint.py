@@ -1,0 +1,88 @@
+"""An interrupted run's sampler state as plain numpy arrays, and back (resume in any process).
+
+:func:`save_segments` writes, per segment of chains (:class:`~ppl.infer.driver.chains.Segment`),
+the chain keys, the position in the iteration schedule and every leaf of the carry (chain
+and warmup state) and of the draw buffers; :func:`restore_segments` puts them back into a
+freshly started :class:`~ppl.infer.driver.chains.ChainRun` of the same program.
+``MCMC.sampler_state()`` and ``MCMC.resume_from()`` (:mod:`ppl.infer.driver.mcmc`) use them;
+the command line saves the dict beside an interrupted run file.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppl.infer.driver import sharding
+from ppl.infer.driver.chains import ChainRun, shard_chains
+
+__all__ = ["STATE_FORMAT", "check_state", "restore_segments", "save_segments"]
+
+STATE_FORMAT = "ppl-sampler-state-2"
+"""Layout of the saved carry (version 2: the chain state beside the warmup state)."""
+
+
+def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
+    """The run's segments as numpy arrays (gathered to host; a collective when distributed).
+
+    Args:
+        run: the interrupted run.
+        fingerprint: the settings that must match on resume (kernel and MCMC settings).
+    """
+    out: dict[str, np.ndarray] = {
+        "format": np.asarray(STATE_FORMAT),
+        "num_segments": np.asarray(len(run.segments)),
+        "settings": np.asarray(repr(fingerprint)),
+    }
+    for c, segment in enumerate(run.segments):
+        if segment.carry is None:
+            out[f"s{c}_next"] = np.asarray(-1)
+            continue
+        keys = segment.keys
+        typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+        out[f"s{c}_keys"] = sharding.to_host(keys)
+        out[f"s{c}_typed"] = np.asarray(typed)
+        out[f"s{c}_next"] = np.asarray(segment.next_iteration)
+        leaves = jax.tree.leaves((segment.carry, segment.draws))
+        for i, leaf in enumerate(leaves):
+            out[f"s{c}_leaf{i}"] = sharding.to_host(leaf)
+    return out
+
+
+def check_state(state: dict, fingerprint: tuple) -> None:
+    """Raise a ValueError unless ``state`` was saved by this version with these settings."""
+    saved_format = str(np.asarray(state["format"])) if "format" in state else "ppl-sampler-state-1"
+    if saved_format != STATE_FORMAT:
+        raise ValueError(
+            f"the saved sampler state has the layout {saved_format!r} of another version of "
+            f"ppl (this one reads {STATE_FORMAT!r}); it cannot be resumed: sample again"
+        )
+    saved = str(np.asarray(state["settings"]))
+    if saved != repr(fingerprint):
+        raise ValueError(
+            "the saved sampler state was made with other settings: "
+            f"saved {saved}, now {fingerprint!r}"
+        )
+
+
+def restore_segments(run: ChainRun, state: dict) -> None:
+    """Fill the segments of a freshly started ``run`` (same program) from a saved ``state``."""
+    fns, data, sizes = run.fns, run.data, run.sizes
+    for c, segment in enumerate(run.segments):
+        next_iteration = int(np.asarray(state[f"s{c}_next"]))
+        if next_iteration < 0:
+            raise ValueError("the saved run had not started every chain; start it again")
+        template = jax.eval_shape(
+            lambda p: (fns["init"](p, data, None), fns["empty_draws"](p)), segment.positions
+        )
+        treedef = jax.tree.structure(template)
+        leaves = [jnp.asarray(state[f"s{c}_leaf{i}"]) for i in range(treedef.num_leaves)]
+        carry, draws = jax.tree.unflatten(treedef, leaves)
+        keys = jnp.asarray(state[f"s{c}_keys"])
+        if bool(np.asarray(state[f"s{c}_typed"])):
+            keys = jax.random.wrap_key_data(keys)
+        if sizes.chain_method != "sequential":
+            keys, carry, draws = shard_chains((keys, carry, draws), sizes.mesh, sizes.num_chains)
+        segment.keys, segment.carry, segment.draws = keys, carry, draws
+        segment.next_iteration = next_iteration
