@@ -21,7 +21,7 @@ from jax import Array
 
 from ppl.infer.core.metrics import LowRankInverseMass
 
-__all__ = ["LowRankSettings", "low_rank_metric", "spd_mean"]
+__all__ = ["LowRankSettings", "from_host_bits", "low_rank_metric", "spd_mean", "to_host_bits"]
 
 # nutpie's clamps for the diagonal (its LOWER_LIMIT / UPPER_LIMIT)
 DIAG_MIN = 1e-20
@@ -150,6 +150,28 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+def to_host_bits(x: Array) -> Array:
+    """A float64 array as its bits, ``uint32 (..., 2)``, for a host callback; others unchanged.
+
+    ``jax.pure_callback`` hands its inputs to the host with ``device_put`` on the thread that
+    runs the callback, which rounds float64 to float32 where that thread does not see a
+    thread-local ``jax.enable_x64``: whether it does depends on which thread XLA runs the
+    callback on, so the estimate (and every draw after it) was not reproducible. Bits are
+    not rounded. :func:`from_host_bits` is the inverse, on the host.
+    """
+    if x.dtype == jnp.float64:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return x
+
+
+def from_host_bits(x: Any) -> np.ndarray:
+    """The float64 numpy array whose bits :func:`to_host_bits` sent (others unchanged)."""
+    x = np.asarray(x)
+    if x.dtype == np.uint32:
+        return np.ascontiguousarray(x).view(np.float64)[..., 0]
+    return x
+
+
 def low_rank_metric(
     draws: Array, grads: Array, weight: Array, settings: LowRankSettings
 ) -> LowRankInverseMass:
@@ -188,15 +210,15 @@ def low_rank_metric(
     )
 
     def host(d, g, w):
+        d, g, w = (from_host_bits(x) for x in (d, g, w))
         # one BLAS thread: these matrices are small, and OpenBLAS's threads fight XLA's for
         # the cores (measured 145 ms per estimate with threads, 8 ms without, 89 dims)
         with _blas_controller().limit(limits=1, user_api="blas"):
             out = _low_rank_numpy(d, g, w, rank, settings.cutoff, settings.gamma)
         return tuple(np.asarray(a, np.float32) for a in out)
 
-    scale, vectors, values = jax.pure_callback(
-        host, shapes, draws, grads, weight, vmap_method="sequential"
-    )
+    inputs = (to_host_bits(x) for x in (draws, grads, weight))
+    scale, vectors, values = jax.pure_callback(host, shapes, *inputs, vmap_method="sequential")
     scale, vectors, values = (a.astype(dtype) for a in (scale, vectors, values))
     if jnp.finfo(dtype).bits > 32 and rank <= dim:
         # momentum draws and kinetic energy agree exactly only for orthonormal vectors

@@ -324,3 +324,26 @@ def test_saturated_transition_resets_the_metric_and_holds_collection(low_rank):
         assert float(w.foreground.count) == 0.0
     w = after(w, 6, 7)
     assert float(w.foreground.count) == 1.0
+
+
+def test_low_rank_estimate_is_float64_on_a_thread_without_x64():
+    """``jax.enable_x64`` is thread-local: a compiled program called on another thread runs its
+    host callback there, where a float64 input used to be rounded to float32 on its way to
+    the host (so the estimate, and every draw after it, depended on the thread)."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(3)
+    cov = _ar1_cov(6)
+    draws = rng.multivariate_normal(np.zeros(6), cov, size=40)
+    grads = -draws @ np.linalg.inv(cov)
+    # digits beyond float32 that change the estimate when lost
+    draws = draws + 1e-9 * rng.normal(size=draws.shape)
+    settings = LowRankSettings(rank=3)
+    estimate = jax.jit(lambda d, g, w: low_rank_metric(d, g, w, settings))
+    args = (jnp.asarray(draws), jnp.asarray(grads), jnp.ones(40))
+    compiled = estimate.lower(*args).compile()
+    here = compiled(*args)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a thread that never saw x64
+        there = pool.submit(compiled, *args).result()
+    for a, b in zip(jax.tree.leaves(here), jax.tree.leaves(there), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
