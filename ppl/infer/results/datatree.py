@@ -186,7 +186,6 @@ def vi_datatree(
     loss: np.ndarray,
     loss_dims: tuple[str, ...],
     pareto_k: float,
-    *,
     dims: dict | None = None,
     coords: dict | None = None,
 ):
