@@ -20,7 +20,7 @@ from ppl import zoo
 from ppl.infer import MCMC, NUTS
 
 # cheap models (small data, short trees) run by default; the rest are marked slow.
-# (eight_schools is also checked against posteriordb by default in tests/infer/test_mcmc.py.)
+# (eight_schools is also checked against posteriordb by default in tests/infer/driver/test_mcmc.py.)
 DEFAULT = ("gp_regr", "kidscore_momhsiq")
 NUM_WARMUP = 1000
 NUM_SAMPLES = 1000

@@ -27,7 +27,7 @@ Example:
     (500, 2)
 
 (The calls are skipped in the doctest run to save a compilation; the tests in
-``tests/infer/test_pathfinder.py`` exercise them.)
+``tests/infer/vi/test_pathfinder.py`` exercise them.)
 """
 
 from __future__ import annotations
