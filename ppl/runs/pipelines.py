@@ -105,7 +105,7 @@ def _add_predictive_groups(tree, spec, data, ld, latent, settings, progress, tim
     import jax
 
     from ppl.infer import log_likelihood
-    from ppl.infer.results.datatree import add_group
+    from ppl.infer.results.datatree import add_group, observed_data
     from ppl.infer.results.predictive import posterior_predictive
 
     observed = _observed(ld)
@@ -118,8 +118,7 @@ def _add_predictive_groups(tree, spec, data, ld, latent, settings, progress, tim
         values = {k: np.asarray(v) for k, v in ll.items()}
         add_group(tree, "log_likelihood", values, ld, dims, coords)
     if "observed_data" not in tree.children:
-        values = {n: np.asarray(ld.prototype_trace[n]["value"]) for n in observed}
-        add_group(tree, "observed_data", values, ld, dims, coords)
+        add_group(tree, "observed_data", observed_data(ld), ld, dims, coords)
     if progress:
         print("posterior predictive draws ...", file=sys.stderr, flush=True)
     key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), 1)

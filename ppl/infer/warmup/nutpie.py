@@ -41,6 +41,8 @@ from ppl.infer.warmup.step_size import (
     DualAveragingState,
     dual_averaging,
     find_reasonable_step_size,
+    sampling_step_parameters,
+    step_parameters,
 )
 
 __all__ = [
@@ -413,9 +415,7 @@ def nutpie_warmup(
         return jax.lax.cond(flags.restart, restart, lambda w: w, w)
 
     def parameters(w, iteration, in_warmup) -> StepParameters:
-        # while sampling the state is frozen: dual averaging's averaged step size is used
-        sampling = da.final(w.dual_averaging).astype(w.step_size.dtype)
-        return StepParameters(jnp.where(in_warmup, w.step_size, sampling), w.inverse_mass_matrix)
+        return step_parameters(w, in_warmup)
 
     def after(w, previous, state, info, iteration, flags) -> NutpieWarmupState:
         collect = flags.collect
@@ -476,10 +476,8 @@ def nutpie_warmup(
 
         return jax.lax.cond(flags.update, recompute, lambda w: w, w)
 
-    def final(w) -> tuple[Array, Any]:
-        # no warmup iteration: the initial step size (dual averaging never started)
-        averaged = da.final(w.dual_averaging).astype(w.step_size.dtype)
-        return jnp.where(w.dual_averaging.count > 0, averaged, w.step_size), w.inverse_mass_matrix
+    def final(w):
+        return sampling_step_parameters(w)
 
     return Warmup(schedule, init, before, parameters, after, final)
 

@@ -42,6 +42,8 @@ from ppl.infer.warmup.step_size import (
     DualAveragingState,
     dual_averaging,
     find_reasonable_step_size,
+    sampling_step_parameters,
+    step_parameters,
 )
 
 __all__ = [
@@ -319,9 +321,7 @@ def stan_warmup(
         return jax.lax.cond(flags.restart, restart, lambda w: w, w)
 
     def parameters(w, iteration, in_warmup) -> StepParameters:
-        # while sampling the state is frozen: dual averaging's averaged step size is used
-        sampling = da.final(w.dual_averaging).astype(w.step_size.dtype)
-        return StepParameters(jnp.where(in_warmup, w.step_size, sampling), w.inverse_mass_matrix)
+        return step_parameters(w, in_warmup)
 
     def after(w, previous, state, info, iteration, flags) -> StanWarmupState:
         da_state = da.update(w.dual_averaging, info.acceptance_rate)
@@ -335,10 +335,8 @@ def stan_warmup(
             welford=welford,
         )
 
-    def final(w) -> tuple[Array, Array]:
-        # no warmup iteration: the initial step size (dual averaging never started)
-        averaged = da.final(w.dual_averaging).astype(w.step_size.dtype)
-        return jnp.where(w.dual_averaging.count > 0, averaged, w.step_size), w.inverse_mass_matrix
+    def final(w):
+        return sampling_step_parameters(w)
 
     return Warmup(stan_window_schedule(num_warmup), init, before, parameters, after, final)
 

@@ -12,12 +12,13 @@ ChEES's (:mod:`ppl.infer.warmup.ensemble`) use them; the heuristic integrates wi
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from ppl.infer.base import StepParameters
 from ppl.infer.core.integrators import IntegratorState, energy_error, velocity_verlet
 from ppl.infer.core.metrics import kinetic_energy, momentum_factor, sample_momentum
 from ppl.infer.kernels.hmc import HMCState
@@ -27,6 +28,8 @@ __all__ = [
     "DualAveragingState",
     "dual_averaging",
     "find_reasonable_step_size",
+    "sampling_step_parameters",
+    "step_parameters",
 ]
 
 
@@ -190,3 +193,20 @@ def find_reasonable_step_size(
         cond, body, (jnp.zeros((), jnp.int32), step_size, skip)
     )
     return new_step_size
+
+
+def step_parameters(warmup_state, in_warmup) -> StepParameters:
+    """The HMC-family kernel's parameters from a warmup state with ``step_size``,
+    ``inverse_mass_matrix`` and ``dual_averaging``: the current step size during warmup,
+    dual averaging's averaged one once the state is frozen for sampling."""
+    w = warmup_state
+    sampling = dual_averaging().final(w.dual_averaging).astype(w.step_size.dtype)
+    return StepParameters(jnp.where(in_warmup, w.step_size, sampling), w.inverse_mass_matrix)
+
+
+def sampling_step_parameters(warmup_state) -> tuple[Array, Any]:
+    """``(step_size, inverse_mass_matrix)`` sampling uses (a warmup's ``final``): the averaged
+    step size, or the initial one when no warmup iteration ran (dual averaging never started)."""
+    w = warmup_state
+    averaged = dual_averaging().final(w.dual_averaging).astype(w.step_size.dtype)
+    return jnp.where(w.dual_averaging.count > 0, averaged, w.step_size), w.inverse_mass_matrix
