@@ -1,15 +1,15 @@
-"""Coal-mining disasters: a Poisson change-point model with the change point summed out.
+"""Coal-mining disasters: a Poisson change-point model with the switch year enumerated.
 
 Annual counts of coal-mining disasters in Britain, 1851-1961 (Jarrett 1979; the series used
 in the PyMC tutorials, here complete without the two years PyMC masks), modelled as
-Poisson with an ``early_rate`` before an unknown switch year and a ``late_rate`` from it
-on, each with an exponential(1) prior. The switch year has a uniform prior over the 111
-years; being discrete it is marginalised out exactly (a log-sum-exp over the years), so
-NUTS samples only the two rates, and ``switchpoint_prob`` gives its posterior probabilities
-per draw.
+Poisson with an ``early_rate`` before an unknown ``switchpoint`` year and a ``late_rate``
+from it on, each rate with an exponential(1) prior. The switch year is a discrete latent
+site, uniform over the 111 years (discrete-uniform(1851, 1961)) and enumerated: the log
+density sums it out exactly, so NUTS samples only the two rates, and
+``ppl.infer.infer_discrete`` (or ``MCMC.to_datatree``) draws the switch year from its
+exact conditional posterior given each draw of the rates.
 """
 
-import jax
 import jax.numpy as jnp
 
 import ppl
@@ -27,7 +27,7 @@ DISASTERS = [
 ]
 # fmt: on
 YEARS = list(range(FIRST_YEAR, FIRST_YEAR + len(DISASTERS)))
-dims = {"switchpoint_prob": ["year"]}
+dims = {"disasters": ["year"]}
 coords = {"year": YEARS}
 
 
@@ -39,13 +39,14 @@ def load_data() -> dict:
 def model(disasters):
     """Counts (T,) Poisson(early_rate) before the switch year, Poisson(late_rate) from it."""
     T = disasters.shape[0]
+    years = FIRST_YEAR + jnp.arange(T)
     early = ppl.sample("early_rate", dist.Exponential(1.0))
     late = ppl.sample("late_rate", dist.Exponential(1.0))
-    log_early = dist.Poisson(early).log_prob(disasters)
-    log_late = dist.Poisson(late).log_prob(disasters)
-    # switch at s (0..T-1): years t < s early, t >= s late
-    before = jnp.concatenate([jnp.zeros(1), jnp.cumsum(log_early)[:-1]])
-    after = jnp.cumsum(log_late[::-1])[::-1]
-    log_joint = before + after - jnp.log(T)
-    ppl.factor("disasters", jax.nn.logsumexp(log_joint))
-    ppl.deterministic("switchpoint_prob", jax.nn.softmax(log_joint))
+    switchpoint = ppl.sample(
+        "switchpoint",
+        dist.DiscreteUniform(FIRST_YEAR, FIRST_YEAR + T - 1),
+        infer={"enumerate": "parallel"},
+    )
+    with ppl.plate("year", T):
+        rate = jnp.where(years < switchpoint, early, late)
+        ppl.sample("disasters", dist.Poisson(rate), obs=disasters)

@@ -4,11 +4,15 @@
 N = 100 observations switch between two hidden states, each emitting normal(mu_k, 1). The
 rows of the transition matrix, ``theta1`` and ``theta2``, are simplexes with flat priors and
 the emission means ``mu`` are positive and ordered (mu_1 < mu_2, which identifies the
-states) with normal(3, 1) and normal(10, 1) priors. The hidden states are summed out with
-the forward algorithm, as in posteriordb's ``hmm_example.stan`` (no initial-state term).
+states) with normal(3, 1) and normal(10, 1) priors. The hidden state z_t is a discrete
+latent site in a ``ppl.scan`` over time, enumerated: the log density sums the chain out
+exactly (the forward algorithm, O(N K^2)), so NUTS samples theta1, theta2 and mu, and
+``ppl.infer.infer_discrete`` draws the state path (``temperature=0``: the Viterbi path).
+posteriordb's ``hmm_example.stan`` has no initial-state term (every first state has weight
+one); here the first state is uniform and a constant factor log K restores Stan's log
+density exactly.
 """
 
-import jax
 import jax.numpy as jnp
 
 import ppl
@@ -18,7 +22,8 @@ from ppl.distributions import constraints
 
 description = __doc__.split("\n\n")[1].replace("\n", " ")
 
-dims = {"theta1": ["state"], "theta2": ["state"], "mu": ["state"]}
+K = 2
+dims = {"theta1": ["state"], "theta2": ["state"], "mu": ["state"], "z": ["time"], "y": ["time"]}
 coords = {"state": [1, 2]}
 
 
@@ -28,33 +33,21 @@ def load_data() -> dict:
     return {"y": jnp.asarray(raw["y"], dtype=float)}
 
 
-def forward_log_likelihood(log_trans, log_emit):
-    """log p(y) of an HMM by the forward algorithm.
-
-    Args:
-        log_trans: (K, K) log transition probabilities, row = from-state.
-        log_emit: (N, K) log emission densities of each observation in each state.
-
-    Returns:
-        scalar log marginal likelihood, with a flat (unnormalised) initial state as in
-        posteriordb's Stan code.
-    """
-
-    def step(alpha, emit):
-        alpha = jax.nn.logsumexp(alpha[:, None] + log_trans, axis=0) + emit
-        return alpha, None
-
-    alpha, _ = jax.lax.scan(step, log_emit[0], log_emit[1:])
-    return jax.nn.logsumexp(alpha)
-
-
 def model(y):
-    """HMM with 2 states; the states are marginalised, so y enters through a factor."""
-    theta1 = ppl.sample("theta1", dist.Dirichlet(jnp.ones(2)))
-    theta2 = ppl.sample("theta2", dist.Dirichlet(jnp.ones(2)))
-    mu = ppl.sample("mu", dist.ImproperUniform(constraints.positive_ordered_vector, (), (2,)))
-    prior = dist.Normal(jnp.array([3.0, 10.0]), 1.0).log_prob(mu).sum()
-    ppl.factor("mu_prior", prior)
-    log_trans = jnp.log(jnp.stack([theta1, theta2]))
-    log_emit = dist.Normal(mu, 1.0).log_prob(y[:, None])
-    ppl.factor("y", forward_log_likelihood(log_trans, log_emit))
+    """HMM with 2 states: z_t ~ categorical(theta[z_{t-1}]) enumerated, y_t ~ normal(mu[z_t], 1)."""
+    theta1 = ppl.sample("theta1", dist.Dirichlet(jnp.ones(K)))
+    theta2 = ppl.sample("theta2", dist.Dirichlet(jnp.ones(K)))
+    mu = ppl.sample("mu", dist.ImproperUniform(constraints.positive_ordered_vector, (), (K,)))
+    ppl.factor("mu_prior", dist.Normal(jnp.array([3.0, 10.0]), 1.0).log_prob(mu).sum())
+    # rows 0..K-1: the transition matrix; row K: the first state's distribution (uniform),
+    # reached from the initial carry K
+    trans = jnp.stack([theta1, theta2, jnp.full(K, 1.0 / K)])
+
+    def step(z_prev, y_t):
+        z = ppl.sample("z", dist.Categorical(trans[z_prev]), infer={"enumerate": "parallel"})
+        ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y_t)
+        return z, None
+
+    ppl.scan(step, K, y)
+    # Stan's flat initial state: weight 1 per first state instead of the uniform 1 / K
+    ppl.factor("flat_initial", jnp.log(K))

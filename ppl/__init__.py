@@ -12,10 +12,11 @@ import numpyro
 import numpyro.distributions  # noqa: F401
 
 from ppl import distributions, handlers, infer, reparam
+from ppl.control_flow import scan
 from ppl.density import InitializationError, LogDensity, SiteInfo, logdensity
 from ppl.infer import Predictive, _moved, log_likelihood
 from ppl.interop import from_numpyro
-from ppl.primitives import deterministic, factor, param, plate, sample
+from ppl.primitives import deterministic, factor, param, plate, prng_key, sample
 from ppl.runtime import MissingSeedError
 
 _moved.install("ppl")  # ppl.convert, now ppl.infer.results.datatree
@@ -28,6 +29,8 @@ __all__ = [
     "deterministic",
     "factor",
     "plate",
+    "prng_key",
+    "scan",
     "handlers",
     "distributions",
     "reparam",

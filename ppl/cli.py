@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="exit 1 if a check failed (verdict: do not trust)"
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--no-discrete",
+        action="store_true",
+        help="leave enumerated discrete sites out of the posterior (they are drawn by default)",
+    )
     s.add_argument("--force", action="store_true", help="overwrite RUN if it exists")
     s.add_argument(
         "--resume",
@@ -276,6 +281,7 @@ def _sample(args, argv: Sequence[str]) -> int:
         dense_mass=args.dense_mass,
         vi_steps=args.steps,
         learning_rate=args.learning_rate,
+        discrete=not args.no_discrete,
     )
     progress = not args.no_progress
     if progress:

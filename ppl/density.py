@@ -32,9 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import constraints
 
+from ppl import contraction
+from ppl.enumeration import Enumerate
 from ppl.handlers import Messenger, trace
 from ppl.latent import INIT_STRATEGIES as INIT_STRATEGIES
 from ppl.latent import _SetLatent, _strategy, _Unconstrain
+from ppl.model_data import argument_names, find_concrete_leaves, join_data, split_data
 from ppl.sites import SiteInfo, _prototype_trace, _site_log_prob, _to_unconstrained, site_infos
 
 __all__ = ["FunctionLogDensity", "InitializationError", "LogDensity", "SiteInfo", "logdensity"]
@@ -93,13 +96,20 @@ class LogDensity:
         self.kwargs = dict(kwargs or {})
         prototype = _prototype_trace(model, self.args, self.kwargs, rng_seed)
         self.prototype_trace = prototype
+        # arrays (a param may be a Python float): they are inputs of the compiled functions
         self._fixed = {
-            name: site["value"]
+            name: jax.tree.map(jnp.asarray, site["value"])
             for name, site in prototype.items()
             if site["type"] in ("plate", "param")
         }
         self.sites = site_infos(prototype)
         self.latent_names = tuple(n for n, s in self.sites.items() if s.kind == "latent")
+        self.enumerated_names = tuple(n for n, s in self.sites.items() if s.kind == "enumerated")
+        nesting = max(
+            (-f.dim for site in prototype.values() for f in site["cond_indep_stack"]),
+            default=0,
+        )
+        self.max_plate_nesting = nesting
         self.dim = sum(self.sites[n].size for n in self.latent_names)
 
     # ------------------------------------------------------------------ compiled helpers
@@ -109,7 +119,7 @@ class LogDensity:
         Two LogDensity objects with the same key differ only in their array data, so
         they can share compiled functions that take the data as inputs.
         """
-        _, structure = split_data(self.args, self.kwargs)
+        _, structure = self._split_data()
         layout = tuple((n, s.kind, s.shape) for n, s in self.sites.items())
         key = (self.model, structure, layout)
         try:
@@ -120,14 +130,37 @@ class LogDensity:
 
     def data_tree(self) -> dict:
         """The array data (model arguments, fixed plate indices and params) as a pytree."""
-        dynamic, _ = split_data(self.args, self.kwargs)
+        dynamic, _ = self._split_data()
         return {"args": dynamic, "fixed": self._fixed}
 
     def with_data_tree(self, data: dict) -> LogDensity:
         """This layout with the array data of :meth:`data_tree` (e.g. traced in ``jit``)."""
-        _, structure = split_data(self.args, self.kwargs)
+        _, structure = self._split_data()
         args, kwargs = join_data(data["args"], structure)
         return self.with_data(args, kwargs, data["fixed"])
+
+    @property
+    def concrete_arguments(self) -> tuple[str, ...]:
+        """The array arguments the model needs as concrete values, e.g. ``"dept"`` for a
+        model calling ``np.unique(dept)`` or ``int(np.max(dept))``.
+
+        The array data are normally traced inputs of the compiled functions (so that models
+        of the same layout share them); these are compiled in as constants instead. Found,
+        on first use, by tracing the log density abstractly.
+        """
+        leaves = jax.tree_util.tree_flatten_with_path((self.args, self.kwargs))[0]
+        names = argument_names(self.model, leaves)
+        return tuple(names[i] for i in self._concrete_leaves())
+
+    def _concrete_leaves(self) -> tuple[int, ...]:
+        """Indices of the argument leaves held concrete (see :attr:`concrete_arguments`)."""
+        found = self.__dict__.get("_concrete")
+        if found is None:
+            found = self._concrete = find_concrete_leaves(self)
+        return found
+
+    def _split_data(self) -> tuple[list, tuple]:
+        return split_data(self.args, self.kwargs, self._concrete_leaves())
 
     def shared_jit(self, name: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``jit(lambda *rest: fn(self, *rest))``, compiled once for every LogDensity of the
@@ -214,25 +247,60 @@ class LogDensity:
         return jnp.concatenate([jnp.asarray(p, dtype=jnp.result_type(*parts)) for p in parts])
 
     # ------------------------------------------------------------------ evaluation
-    def _run(self, handler: Messenger) -> dict:
-        with trace() as tr, handler:
+    def _run(
+        self, handler: Messenger, enumerate_sites: bool = False, fixed: dict | None = None
+    ) -> dict:
+        """Trace the model under ``handler``. Enumerated sites take all their values
+        (``enumerate_sites``; ``fixed`` holds some at given values), else their values
+        from the prototype run."""
+        if not self.enumerated_names:
+            with trace() as tr, handler:
+                self.model(*self.args, **self.kwargs)
+            return tr
+        if not enumerate_sites:
+            fixed = {n: self.prototype_trace[n]["value"] for n in self.enumerated_names}
+        enumerator = Enumerate(-(self.max_plate_nesting + 1), fixed)
+        with trace() as tr, handler, enumerator:
             self.model(*self.args, **self.kwargs)
         return tr
 
-    def trace_at(self, theta: jax.Array) -> dict:
-        """The model's trace with latent sites set from flat unconstrained ``theta``."""
-        return self._run(_Unconstrain(self.unflatten(theta), self._fixed, self.sites))
+    def trace_at(self, theta: jax.Array, fixed: dict | None = None) -> dict:
+        """The model's trace with latent sites set from flat unconstrained ``theta``.
+
+        Enumerated discrete sites take all their values at once (see
+        :mod:`ppl.enumeration`), except those given in ``fixed``.
+        """
+        setter = _Unconstrain(self.unflatten(theta), self._fixed, self.sites)
+        return self._run(setter, enumerate_sites=True, fixed=fixed)
 
     def log_density_terms(self, theta: jax.Array) -> dict[str, jax.Array]:
-        """Each sample site's log-probability sum (Jacobian included) at ``theta``."""
-        return {
+        """Each sample site's log-probability sum (Jacobian included) at ``theta``.
+
+        With enumerated sites, the sites that depend on them give one term, named after
+        the enumerated sites, their log-probability with the enumerated sites summed out.
+        """
+        tr = self.trace_at(theta)
+        if not self.enumerated_names:
+            return {
+                name: _site_log_prob(site) for name, site in tr.items() if site["type"] == "sample"
+            }
+        _, outer, scanned = contraction.factors(tr)
+        involved = {s for f in outer for s in f.sites}
+        involved |= {s for group in scanned.values() for f in group for s in f.sites}
+        terms = {
             name: _site_log_prob(site)
-            for name, site in self.trace_at(theta).items()
-            if site["type"] == "sample"
+            for name, site in tr.items()
+            if site["type"] == "sample" and name not in involved
         }
+        label = "sum over " + ", ".join(self.enumerated_names)
+        terms[label] = contraction.log_marginal(tr) - sum(terms.values())
+        return terms
 
     def __call__(self, theta: jax.Array) -> jax.Array:
         """Log joint density at flat unconstrained ``theta`` of shape (dim,)."""
+        if self.enumerated_names:
+            total = contraction.log_marginal(self.trace_at(theta))
+            return jnp.asarray(total, dtype=jnp.result_type(float))
         terms = self.log_density_terms(theta)
         total = jnp.zeros((), dtype=jnp.result_type(float))
         for value in terms.values():
@@ -241,13 +309,22 @@ class LogDensity:
 
     log_density = __call__
 
-    def constrain(self, theta: jax.Array) -> dict[str, jax.Array]:
-        """``{site: constrained value}`` for latent and deterministic sites at ``theta``."""
-        return {
-            name: site["value"]
-            for name, site in self.trace_at(theta).items()
-            if name in self.sites and self.sites[name].kind in ("latent", "deterministic")
-        }
+    def constrain(self, theta: jax.Array, fixed: dict | None = None) -> dict[str, jax.Array]:
+        """``{site: constrained value}`` for latent and deterministic sites at ``theta``.
+
+        With enumerated sites, a deterministic site that depends on them is left out
+        unless ``fixed`` gives their values (e.g. draws of ``ppl.infer.infer_discrete``).
+        """
+        tr = self.trace_at(theta, fixed=fixed)
+        out = {}
+        for name, site in tr.items():
+            info = self.sites.get(name)
+            if info is None or info.kind not in ("latent", "deterministic"):
+                continue
+            if jnp.shape(site["value"]) != info.shape:
+                continue  # depends on the enumerated sites' values
+            out[name] = site["value"]
+        return out
 
     def unconstrain(self, values: dict[str, Any]) -> jax.Array:
         """Flat unconstrained vector (dim,) from ``{latent site: constrained value}``."""
@@ -439,29 +516,3 @@ class FunctionLogDensity(LogDensity):
             return jax.random.uniform(key, (self.dim,), minval=-radius, maxval=radius)
 
         return jax.jit(jax.vmap(draw_one))
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def split_data(args: tuple, kwargs: dict) -> tuple[list, tuple]:
-    """Split model arguments into arrays (traced inputs) and a hashable static rest.
-
-    Returns:
-        ``(arrays, structure)``: the array leaves (with strong dtypes, so that
-        ``jnp.full(5, 1.0)`` and ``jnp.zeros(5)`` share compiled code) and a
-        hashable description of everything else, for :func:`join_data`.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    is_array = tuple(isinstance(x, (jax.Array, np.ndarray)) for x in leaves)
-    arrays = [jnp.asarray(x, dtype=x.dtype) for x, a in zip(leaves, is_array, strict=True) if a]
-    static = tuple(None if a else x for x, a in zip(leaves, is_array, strict=True))
-    return arrays, (treedef, is_array, static)
-
-
-def join_data(arrays: list, structure: tuple) -> tuple[tuple, dict]:
-    """Inverse of :func:`split_data`: ``(args, kwargs)``."""
-    treedef, is_array, static = structure
-    it = iter(arrays)
-    leaves = [next(it) if a else x for a, x in zip(is_array, static, strict=True)]
-    return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,7 +48,9 @@ class Messenger:
     """Base class of handlers: override ``process_message`` / ``postprocess_message``.
 
     Args:
-        fn: the function to wrap, or None to use the handler as a context manager.
+        fn: the function to wrap, or None to use the handler as a context manager or a
+            decorator (calling a handler made without ``fn`` on a function returns a copy
+            of the handler wrapping it: ``@reparam(config=...)``).
     """
 
     def __init__(self, fn: Callable | None = None):
@@ -78,11 +81,28 @@ class Messenger:
     def postprocess_message(self, msg: dict) -> None:
         """Observe ``msg`` after its value is produced."""
 
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger] | None:
+        """How this handler acts inside a ``ppl.scan`` body of ``length`` steps.
+
+        Returns None (the default) when the handler only needs the scanned sites
+        afterwards, stacked over time (``trace``, ``block``, ``mask``, ``scale``...), or
+        a function ``step -> Messenger`` giving the handler to run inside the body at
+        ``step`` (a traced int): handlers that give sites their values (``seed``,
+        ``substitute``, ``condition``, ``replay``) or reshape them (``plate``). Those
+        handlers then do not see the stacked sites again.
+        """
+        return None
+
     def __call__(self, *args, **kwargs):
         if self.fn is None:
+            if len(args) == 1 and not kwargs and callable(args[0]):
+                # used as a decorator, ``@reparam(config=...)``: a copy wraps the function
+                wrapped = copy.copy(self)
+                wrapped.fn = args[0]
+                return wrapped
             raise TypeError(
                 f"{type(self).__name__} was created without a function; use it as a "
-                "context manager or pass the model as the first argument"
+                "context manager or decorator, or pass the model as the first argument"
             )
         with self:
             return self.fn(*args, **kwargs)
@@ -100,10 +120,18 @@ class trace(Messenger):
         return self.trace
 
     def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "prng_key":
+            return  # a key request (ppl.prng_key), not a site
         name = msg["name"]
-        # a plate may be entered several times; any other reuse of a name is an error
-        if name in self.trace and not (msg["type"] == self.trace[name]["type"] == "plate"):
-            other = self.trace[name]["type"]
+        # a plate may be entered several times, and a param looked up without a value
+        # (numpyro.module does before it initializes one) may be set; any other reuse
+        # of a name is an error
+        earlier = self.trace.get(name)
+        if earlier is not None and not (
+            msg["type"] == earlier["type"] == "plate"
+            or (msg["type"] == earlier["type"] == "param" and earlier["value"] is None)
+        ):
+            other = earlier["type"]
             raise ValueError(
                 f"duplicate site name '{name}': a {msg['type']} site reuses the name of a "
                 f"{other} site; every site needs a unique name (vectorize with ppl.plate, "
@@ -128,6 +156,8 @@ class seed(Messenger):
         rng_seed: an int or a ``jax.random`` key.
     """
 
+    gives_keys = True  # inside a ppl.scan body its view runs innermost
+
     def __init__(self, fn: Callable | None = None, rng_seed: Any = None):
         if rng_seed is None:
             raise ValueError("seed needs rng_seed: an int or a jax.random key")
@@ -145,12 +175,49 @@ class seed(Messenger):
         return super().__enter__()
 
     def process_message(self, msg: dict) -> None:
-        if msg["type"] not in ("sample", "plate", "param") or msg["value"] is not None:
+        if msg["type"] not in ("sample", "plate", "param", "prng_key") or msg["value"] is not None:
             return
         if msg["kwargs"].get("rng_key") is not None or "rng_key" not in msg["kwargs"]:
             return
         self.rng_key, key = jax.random.split(self.rng_key)
         msg["kwargs"]["rng_key"] = key
+
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        self.rng_key, key = jax.random.split(self.rng_key)
+        return lambda step: seed(rng_seed=jax.random.fold_in(key, step))
+
+
+def at_step(value: Any, msg: dict, step: Any, length: int) -> Any:
+    """One step's part of ``value``, a value given for a site inside a ``ppl.scan`` body.
+
+    A value with one more dim than the site has per step is a whole sequence: its entry
+    ``step`` is returned. A sequence shorter than the scan (e.g. posterior draws of the
+    observed years when forecasting past them) gives its entries while they last and
+    fresh draws after (the site needs a random key then). Other values are returned as
+    they are.
+    """
+    if value is None or msg["type"] != "sample":
+        return value
+    per_step = len(msg["kwargs"].get("sample_shape", ())) + len(msg["fn"].shape())
+    if jnp.ndim(value) != per_step + 1:
+        return value
+    n = jnp.shape(value)[0]
+    if n == length:
+        return value[step]
+    if n > length:
+        raise ValueError(
+            f"site '{msg['name']}' inside ppl.scan: the given value has {n} steps along its "
+            f"leading axis, more than the scan's length {length}"
+        )
+    key = msg["kwargs"].get("rng_key")
+    if key is None:
+        raise ValueError(
+            f"site '{msg['name']}' inside ppl.scan: the given value has {n} steps, fewer than "
+            f"the scan's {length}, and there is no random key to draw the rest: run the "
+            "model inside ppl.handlers.seed"
+        )
+    fresh = msg["fn"](rng_key=key, sample_shape=msg["kwargs"].get("sample_shape", ()))
+    return jnp.where(step < n, value[jnp.minimum(step, n - 1)], fresh)
 
 
 class substitute(Messenger):
@@ -188,6 +255,21 @@ class substitute(Messenger):
         if value is not None:
             msg["value"] = value
 
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        def step_view(step):
+            return substitute(
+                substitute_fn=lambda msg: at_step(self._given(msg), msg, step, length)
+            )
+
+        return step_view
+
+    def _given(self, msg: dict) -> Any:
+        if msg["type"] not in ("sample", "param", "plate") or msg["is_observed"]:
+            return None
+        if self.data is not None:
+            return self.data.get(msg["name"])
+        return self.substitute_fn(msg)
+
 
 class condition(Messenger):
     """Observe sample sites at given values (they become likelihood terms).
@@ -220,6 +302,16 @@ class condition(Messenger):
         if value is not None:
             msg["value"] = value
             msg["is_observed"] = True
+
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        def given(msg):
+            if msg["type"] != "sample":
+                return None
+            return self.data.get(msg["name"]) if self.data is not None else self.condition_fn(msg)
+
+        return lambda step: condition(
+            condition_fn=lambda msg: at_step(given(msg), msg, step, length)
+        )
 
 
 class block(Messenger):
@@ -258,7 +350,8 @@ class block(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
-        if self.hide_fn(msg):
+        # key requests (ppl.prng_key) still reach the seed outside, as in NumPyro
+        if msg["type"] != "prng_key" and self.hide_fn(msg):
             msg["stop"] = True
 
 
@@ -274,6 +367,7 @@ class replay(Messenger):
         if trace is None:
             raise ValueError("replay needs trace=")
         self.guide_trace = trace
+        self._step = None
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
@@ -287,7 +381,18 @@ class replay(Messenger):
                 f"replay: site '{msg['name']}' is a {msg['type']} site here but a "
                 f"{site['type']} site in the replayed trace"
             )
-        msg["value"] = site["value"]
+        value = site["value"]
+        if self._step is not None:
+            value = at_step(value, msg, *self._step)
+        msg["value"] = value
+
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        def step_view(step):
+            view = replay(trace=self.guide_trace)
+            view._step = (step, length)
+            return view
+
+        return step_view
 
 
 class scale(Messenger):
@@ -349,15 +454,14 @@ class do(Messenger):
         if data is None:
             raise ValueError("do needs data=")
         self.data = data
-        self._id = id(self)
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
         if msg["type"] != "sample" or msg["name"] not in self.data:
             return
-        if msg["infer"].get("_do_id") == self._id:
+        if msg["infer"].get("_do_id") == id(self):
             return
-        msg["infer"]["_do_id"] = self._id
+        msg["infer"]["_do_id"] = id(self)
         # the handlers inside this one have already processed the site: send the
         # original on to the outer handlers only
         original = msg.copy()
@@ -423,3 +527,6 @@ class reparam(Messenger):
             msg["is_observed"] = True
         msg["fn"] = new_fn
         msg["value"] = value
+
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        return lambda step: self

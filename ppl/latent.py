@@ -9,6 +9,7 @@ keep their prototype values. They use the site table and transforms of
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from numpyro.distributions.transforms import biject_to
 from numpyro.distributions.util import sum_rightmost
 
-from ppl.handlers import Messenger
+from ppl.handlers import Messenger, at_step
 from ppl.sites import is_real_support
 
 __all__ = ["INIT_STRATEGIES"]
@@ -32,7 +33,17 @@ class _LatentSetter(Messenger):
     def __init__(self, fixed: dict, sites: dict):
         self.fixed = fixed
         self.sites = sites
+        self.step: Any = None  # inside a ppl.scan body: the traced step index
         super().__init__()
+
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        def step_view(step):
+            view = copy.copy(self)
+            view.step = step
+            view.length = length
+            return view
+
+        return step_view
 
     def process_message(self, msg: dict) -> None:
         name = msg["name"]
@@ -42,6 +53,8 @@ class _LatentSetter(Messenger):
             return
         if msg["type"] != "sample" or msg["is_observed"]:
             return
+        if name in self.sites and self.sites[name].kind == "enumerated":
+            return  # summed out by ppl.enumeration
         if name not in self.sites or self.sites[name].kind != "latent":
             _unexpected_site(name, self.sites)
         self.set_latent(msg)
@@ -59,6 +72,8 @@ class _Unconstrain(_LatentSetter):
 
     def set_latent(self, msg: dict) -> None:
         u = self.unconstrained[msg["name"]]
+        if self.step is not None:  # the site's whole sequence is (length, ...)
+            u = u[self.step]
         support = msg["fn"].support
         if is_real_support(support):
             msg["value"] = u
@@ -92,7 +107,26 @@ class _SetLatent(_LatentSetter):
     def set_latent(self, msg: dict) -> None:
         if self.rng_key is not None:
             self.rng_key, msg["kwargs"]["rng_key"] = jax.random.split(self.rng_key)
-        msg["value"] = self.site_value(msg)
+        if self.step is not None:
+            msg["scan_length"] = self.length
+        value = self.site_value(msg)
+        if self.step is not None:
+            value = at_step(value, msg, self.step, self.length)
+        msg["value"] = value
+
+    def scan_handler(self, length: int) -> Callable[[Any], Messenger]:
+        if self.rng_key is None:
+            return super().scan_handler(length)
+        self.rng_key, key = jax.random.split(self.rng_key)
+
+        def step_view(step):
+            view = copy.copy(self)
+            view.rng_key = jax.random.fold_in(key, step)
+            view.step = step
+            view.length = length
+            return view
+
+        return step_view
 
 
 def _unexpected_site(name: str, sites: dict) -> None:
@@ -145,7 +179,9 @@ def _strategy(strategy, latent_names, radius) -> Callable[[dict], Any]:
             if msg["name"] in given:
                 value = given[msg["name"]]
                 expected = shape(msg)
-                if value.shape != expected:
+                # inside a ppl.scan body a site's value may be its whole sequence
+                whole = (msg.get("scan_length"), *expected)
+                if value.shape != expected and value.shape != whole:
                     raise ValueError(
                         f"init value for site '{msg['name']}' has shape {value.shape}, "
                         f"expected {expected}"

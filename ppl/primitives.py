@@ -31,7 +31,7 @@ from numpyro.distributions.distribution import Unit
 from ppl.handlers import Messenger
 from ppl.runtime import CondIndepStackFrame, MissingSeedError, apply_stack, new_message
 
-__all__ = ["sample", "param", "deterministic", "factor", "plate"]
+__all__ = ["sample", "param", "deterministic", "factor", "plate", "prng_key"]
 
 
 def sample(
@@ -141,6 +141,38 @@ def deterministic(name: str, value: Any) -> Any:
     return msg["value"]
 
 
+def _given_key(rng_key: jax.Array | None = None) -> jax.Array | None:
+    return rng_key
+
+
+def prng_key() -> jax.Array:
+    """A ``jax.random`` key for randomness of the model's own (dropout, a helper's draws).
+
+    Under :class:`ppl.handlers.seed` every call gets a fresh key split from the seed's
+    (a :class:`ppl.handlers.block` does not hide the request, as in NumPyro). Without a
+    seed, e.g. while a compiled ``LogDensity`` evaluates the model, the key is the fixed
+    ``jax.random.PRNGKey(0)``, so that the log density stays a deterministic function of
+    the latent values; every call then returns that same key (split it if you need
+    several).
+
+    Example:
+        >>> import ppl
+        >>> def model():
+        ...     return ppl.prng_key()
+        >>> ppl.handlers.seed(model, rng_seed=1)().shape
+        (2,)
+    """
+    key = request_key()
+    return jax.random.PRNGKey(0) if key is None else key
+
+
+def request_key() -> jax.Array | None:
+    """The key a ``prng_key`` message gets from the handler stack, or None without a seed."""
+    msg = new_message("prng_key", None, fn=_given_key, kwargs={"rng_key": None})
+    apply_stack(msg)
+    return msg["value"]
+
+
 def factor(name: str, log_factor: Any) -> None:
     """Add ``log_factor`` (scalar or batch array) to the model's log density.
 
@@ -230,6 +262,10 @@ class plate(Messenger):
     def __enter__(self) -> jax.Array:
         super().__enter__()
         return self.indices
+
+    def scan_handler(self, length: int):
+        """Inside a ``ppl.scan`` body the plate broadcasts each step's sites."""
+        return lambda step: self
 
     def _frame(self) -> CondIndepStackFrame:
         return CondIndepStackFrame(self.name, self.dim, self.subsample_size)

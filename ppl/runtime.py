@@ -21,11 +21,15 @@ Message keys:
     cond_indep_stack: list of :class:`CondIndepStackFrame` of enclosing plates.
     infer: free-form dict for inference hints (``{"is_factor": True}``...).
     stop: when True, outer handlers do not see the message.
+    done_by: handlers that already handled the message (inside a ``ppl.scan`` body, see
+        :mod:`ppl.control_flow`); :func:`apply_stack` skips them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 
@@ -44,6 +48,21 @@ _STATE = _ThreadState()
 def handler_stack() -> list[Any]:
     """The active handlers of the calling thread, outermost first (the live list)."""
     return _STATE.stack
+
+
+@contextlib.contextmanager
+def use_stack(stack: list[Any]) -> Iterator[list[Any]]:
+    """Make ``stack`` the calling thread's handler stack for the ``with`` block.
+
+    A ``ppl.scan`` body runs under its own stack (the step views of the outer handlers);
+    the outer stack is restored afterwards, even on an error.
+    """
+    saved = _STATE.stack
+    _STATE.stack = stack
+    try:
+        yield stack
+    finally:
+        _STATE.stack = saved
 
 
 class CondIndepStackFrame(NamedTuple):
@@ -69,6 +88,7 @@ def new_message(msg_type: str, name: str, **fields: Any) -> dict:
         "cond_indep_stack": [],
         "infer": {},
         "stop": False,
+        "done_by": (),
     }
     msg.update(fields)
     return msg
@@ -89,16 +109,19 @@ def apply_stack(msg: dict, outer_of: Any = None) -> dict:
     stack = _STATE.stack
     if outer_of is not None:
         stack = stack[: stack.index(outer_of)]
+    done_by = msg.get("done_by", ())
     # handlers from the innermost out, until one stops the message
-    seen = 0
+    seen = []
     for handler in reversed(stack):
-        seen += 1
+        if any(handler is h for h in done_by):
+            continue
+        seen.append(handler)
         handler.process_message(msg)
         if msg["stop"]:
             break
     if msg["value"] is None:
         _default_process(msg)
-    for handler in stack[len(stack) - seen :]:
+    for handler in reversed(seen):
         handler.postprocess_message(msg)
     return msg
 

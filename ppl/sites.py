@@ -22,7 +22,14 @@ from numpyro.distributions.transforms import biject_to
 from ppl.handlers import Messenger, seed, trace
 from ppl.primitives import _base_dist
 
-__all__ = ["SiteInfo", "is_real_support", "site_infos", "subsampled_plates"]
+__all__ = [
+    "SiteInfo",
+    "check_enumerable",
+    "is_real_support",
+    "site_infos",
+    "site_log_prob_tensor",
+    "subsampled_plates",
+]
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,8 @@ class SiteInfo:
 
     Attributes:
         name: site name.
-        kind: "latent", "observed", "deterministic", "factor" or "param".
+        kind: "latent", "observed", "deterministic", "factor", "param" or
+            "enumerated" (a discrete site summed out, see :mod:`ppl.enumeration`).
         shape: shape of the (constrained) value.
         dims: one entry per axis of ``shape``: the name of the plate that owns
             the axis, or None.
@@ -56,17 +64,31 @@ class SiteInfo:
 
 
 class _PrototypeValues(Messenger):
-    """Draw latent sites from their prior; improper priors get a point in their support."""
+    """Draw latent sites from their prior; improper priors get a point in their support.
+
+    With ``at_support_point`` continuous latent sites take that point (unconstrained
+    zeros) instead of a prior draw; discrete ones are still drawn.
+    """
+
+    def __init__(self, fn: Callable | None = None, at_support_point: bool = False):
+        self.at_support_point = at_support_point
+        super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
         if msg["type"] != "sample" or msg["value"] is not None:
             return
         if msg["kwargs"].get("rng_key") is None:
             return  # no seed: the default behaviour raises a clear error
+        if self.at_support_point and not msg["fn"].support.is_discrete:
+            msg["value"] = _support_point(msg)
+            return
         try:
             msg["value"] = msg["fn"](**msg["kwargs"])
         except NotImplementedError:
             msg["value"] = _support_point(msg)
+
+    def scan_handler(self, length: int):
+        return lambda step: self
 
 
 def _support_point(msg: dict) -> jax.Array:
@@ -77,8 +99,31 @@ def _support_point(msg: dict) -> jax.Array:
 
 
 def _prototype_trace(model: Callable, args: tuple, kwargs: dict, rng_seed: int) -> dict:
-    """Trace the model once; an error raised inside it gets a note naming the last site."""
-    tracer = trace(_PrototypeValues(seed(model, rng_seed=rng_seed)))
+    """Trace the model once, latent sites drawn from their prior, to learn its layout.
+
+    An unlucky prior draw can make a distribution further down invalid (a tiny length
+    scale overflowing a parameter to NaN, which numpyro's argument validation refuses
+    with a ValueError): the model is then traced once more with its continuous latent
+    sites at the point of unconstrained zeros (e.g. 1 for a positive site). An error
+    raised inside the model gets a note naming the last site.
+    """
+    try:
+        return _traced_once(model, args, kwargs, rng_seed, at_support_point=False)
+    except ValueError as err:
+        try:
+            return _traced_once(model, args, kwargs, rng_seed, at_support_point=True)
+        except Exception as retry:
+            err.add_note(
+                "(ppl traced the model again with its continuous latent sites at the point "
+                f"of unconstrained zeros, which failed too: {type(retry).__name__}: {retry})"
+            )
+            raise err from err.__cause__
+
+
+def _traced_once(
+    model: Callable, args: tuple, kwargs: dict, rng_seed: int, at_support_point: bool
+) -> dict:
+    tracer = trace(_PrototypeValues(seed(model, rng_seed=rng_seed), at_support_point))
     try:
         return tracer.get_trace(*args, **kwargs)
     except Exception as err:
@@ -102,11 +147,20 @@ def _to_unconstrained(site: dict) -> jax.Array:
     return biject_to(support).inv(site["value"])
 
 
-def _site_log_prob(site: dict) -> jax.Array:
-    """Sum of a sample site's log-probability with mask, scale and log-Jacobian applied."""
+def site_log_prob_tensor(site: dict) -> jax.Array:
+    """A sample site's log-probability before mask and scale, not summed: the Jacobian is
+    added; a site stacked by ``ppl.scan`` brings its per-step values (``scan_log_prob``)."""
+    if "scan_log_prob" in site:
+        return site["scan_log_prob"]
     log_prob = site["fn"].log_prob(site["value"])
     if "log_det" in site:
         log_prob = log_prob + site["log_det"]
+    return log_prob
+
+
+def _site_log_prob(site: dict) -> jax.Array:
+    """Sum of a sample site's log-probability with mask, scale and log-Jacobian applied."""
+    log_prob = site_log_prob_tensor(site)
     if site["mask"] is not None:
         log_prob = jnp.where(site["mask"], log_prob, 0.0)
     if site["scale"] is not None:
@@ -116,11 +170,19 @@ def _site_log_prob(site: dict) -> jax.Array:
 
 def _site_dims(site: dict, shape: tuple[int, ...], event_dim: int) -> tuple[str | None, ...]:
     dims: list[str | None] = [None] * len(shape)
+    scan = site["infer"].get("scan")
+    if scan is not None and shape and shape[0] == scan.length:
+        dims[0] = scan.dim
     for frame in site["cond_indep_stack"]:
         axis = len(shape) - event_dim + frame.dim
         if 0 <= axis < len(shape) - event_dim and shape[axis] == frame.size:
             dims[axis] = frame.name
     return tuple(dims)
+
+
+def _is_array(value) -> bool:
+    leaves = jax.tree.leaves(value)
+    return len(leaves) == 1 and leaves[0] is value
 
 
 def site_infos(prototype: dict) -> dict[str, SiteInfo]:
@@ -130,6 +192,10 @@ def site_infos(prototype: dict) -> dict[str, SiteInfo]:
     for name, site in prototype.items():
         kind = site["type"]
         if kind == "plate":
+            continue
+        if kind == "param" and not _is_array(site["value"]):
+            # a pytree of arrays, e.g. a neural network's weights from numpyro.module
+            infos[name] = SiteInfo(name, kind, (), ())
             continue
         shape = tuple(jnp.shape(site["value"]))
         if kind != "sample":
@@ -148,12 +214,17 @@ def site_infos(prototype: dict) -> dict[str, SiteInfo]:
             infos[name] = SiteInfo(name, "factor", **common)
         elif site["is_observed"]:
             infos[name] = SiteInfo(name, "observed", **common)
+        elif site["infer"].get("enumerate") == "parallel":
+            check_enumerable(name, fn)
+            infos[name] = SiteInfo(name, "enumerated", **common)
         else:
             if fn.support.is_discrete:
                 raise TypeError(
                     f"latent site '{name}' has a discrete distribution "
                     f"({type(fn).__name__}); gradient-based inference needs continuous "
-                    "latent variables: marginalize it out, or observe it"
+                    "latent variables: mark it infer={'enumerate': 'parallel'} (or wrap "
+                    "the model in ppl.infer.config_enumerate) to sum it out exactly, "
+                    "marginalize it out by hand, or observe it"
                 )
             try:
                 transform = biject_to(fn.support)
@@ -169,6 +240,22 @@ def site_infos(prototype: dict) -> dict[str, SiteInfo]:
             )
             offset += size
     return infos
+
+
+def check_enumerable(name: str, fn) -> None:
+    """Raise a TypeError naming the site when ``fn`` cannot be enumerated (summed out)."""
+    base = type(_base_dist(fn)).__name__
+    if not fn.support.is_discrete:
+        raise TypeError(
+            f"site '{name}' is marked for enumeration but its distribution ({base}) is "
+            "continuous: only discrete sites with finite support can be summed out"
+        )
+    if not fn.has_enumerate_support:
+        raise TypeError(
+            f"site '{name}' is marked for enumeration but its distribution ({base}) has "
+            "infinite or unknown support, which cannot be summed out exactly: truncate it "
+            "(e.g. a Categorical over 0..K-1) or marginalize it by hand"
+        )
 
 
 def subsampled_plates(prototype: dict) -> set[str]:

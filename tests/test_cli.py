@@ -312,3 +312,36 @@ def test_strict_fails_only_on_failed_checks(capsys, tmp_path):
         save_run(tree, tmp_path / f"{name}.nc")
         assert run_main(capsys, "summary", tmp_path / f"{name}.nc", "--strict")[0] == code
         assert run_main(capsys, "summary", tmp_path / f"{name}.nc")[0] == 0
+
+
+MIXTURE_FILE = """
+import numpy as np
+import ppl
+import ppl.distributions as dist
+
+data = {"y": np.array([-2.1, -1.7, -2.4, 1.8, 2.2, 2.0, 1.9])}
+
+
+@ppl.infer.config_enumerate
+def model(y):
+    mu = ppl.sample("mu", dist.Normal(np.array([-2.0, 2.0]), 1.0).to_event(1))
+    with ppl.plate("obs", y.shape[0]):
+        z = ppl.sample("z", dist.Categorical(np.array([0.5, 0.5])))
+        ppl.sample("y", dist.Normal(mu[z], 0.5), obs=y)
+"""
+
+
+def test_sample_puts_enumerated_sites_into_the_posterior(capsys, tmp_path):
+    from ppl.runs import load_run
+
+    (tmp_path / "mixture.py").write_text(MIXTURE_FILE)
+    common = ["sample", tmp_path / "mixture.py", "--chains", 1, "--warmup", 50, "--draws", 50]
+    code, _ = run_main(capsys, *common, "--no-progress", "--out", tmp_path / "with")
+    assert code == 0
+    tree = load_run(tmp_path / "with")
+    assert tree.posterior["z"].dims == ("chain", "draw", "obs")
+    assert tree.posterior["z"].mean(("chain", "draw")).values.round().tolist() == [0] * 3 + [1] * 4
+    assert tree.log_likelihood["y"].shape == (1, 50, 7)
+    code, _ = run_main(capsys, *common, "--no-progress", "--no-discrete", "--out", tmp_path / "w")
+    assert code == 0
+    assert "z" not in load_run(tmp_path / "w").posterior

@@ -3,8 +3,10 @@ consistently for ArviZ, and samples with a short NUTS run.
 
 The short NUTS run (1 chain, 20 draws without warmup: a smoke test, not a check of
 the posterior) is skipped for the models that are sampled in the default run anyway (the
-default subset of ``tests/test_posteriordb.py``, and ``eight_schools``, checked against
-posteriordb in ``tests/infer/driver/test_mcmc.py``) and marked slow for the other posteriordb
+default subset of ``tests/test_posteriordb.py``, ``eight_schools``, checked against
+posteriordb in ``tests/infer/driver/test_mcmc.py``, and the models with enumerated discrete
+sites or ``ppl.scan``, short-run in ``tests/test_zoo_structured.py``) and marked slow for the
+other posteriordb
 models, which ``pytest -m slow`` samples in full against their references. Compilation
 dominates the cost, so each model's LogDensity and initial point are built once and the
 compiled initialisation is shared with the NUTS run.
@@ -25,9 +27,22 @@ from ppl import zoo
 from ppl.infer import MCMC, NUTS
 
 NAMES = zoo.names()
-# test_posteriordb.DEFAULT plus eight_schools (tests/infer/driver/test_mcmc.py)
-SAMPLED_ELSEWHERE = {"eight_schools", "gp_regr", "kidscore_momhsiq"}
+# test_posteriordb.DEFAULT plus eight_schools (tests/infer/driver/test_mcmc.py), and the
+# models with enumerated discrete sites or ppl.scan, short-run in tests/test_zoo_structured.py
+SAMPLED_ELSEWHERE = {
+    "eight_schools",
+    "gp_regr",
+    "kidscore_momhsiq",
+    "ar_state_space",
+    "cjs",
+    "coal_mining",
+    "dawid_skene",
+    "gaussian_mixture",
+}
 SIMULATED = (
+    "ar_state_space",
+    "cjs",
+    "dawid_skene",
     "gaussian_mixture",
     "gp_regression",
     "irt_2pl",

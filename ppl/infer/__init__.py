@@ -11,11 +11,13 @@ the flat layout before (``ppl.infer.mcmc``, ``ppl.infer.nuts``, ...) still impor
 ``DeprecationWarning`` naming the new one (:mod:`ppl.infer._moved`).
 """
 
+from ppl.enumeration import config_enumerate
 from ppl.infer import _moved
 from ppl.infer.driver.config import HMC, MEADS, NUTS, ChEES
 from ppl.infer.driver.mcmc import MCMC
 from ppl.infer.driver.sharding import make_mesh
 from ppl.infer.results.datatree import guide_to_datatree
+from ppl.infer.results.discrete import infer_discrete
 from ppl.infer.results.predictive import Predictive, log_likelihood
 from ppl.infer.vi.elbo import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from ppl.infer.vi.guides import (
@@ -50,7 +52,9 @@ __all__ = [
     "SVIState",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "config_enumerate",
     "guide_to_datatree",
+    "infer_discrete",
     "log_likelihood",
     "make_mesh",
     "pathfinder",

@@ -49,6 +49,7 @@ class Settings:
         dense_mass: adapt a dense inverse mass matrix.
         vi_steps: ADVI: optimizer steps.
         learning_rate: ADVI: Adam's learning rate.
+        discrete: put draws of enumerated discrete sites into the posterior.
     """
 
     method: str = "nuts"
@@ -62,6 +63,7 @@ class Settings:
     dense_mass: bool = False
     vi_steps: int = 10_000
     learning_rate: float = 0.01
+    discrete: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -113,7 +115,9 @@ def _add_predictive_groups(tree, spec, data, ld, latent, settings, progress, tim
         return
     dims, coords = spec.dims or None, spec.coords or None
     began = time.perf_counter()
-    if "log_likelihood" not in tree.children:
+    # with enumerated sites the pointwise log-likelihood needs their draws (to_datatree
+    # adds it with them; ppl sample --no-discrete leaves it out)
+    if "log_likelihood" not in tree.children and not ld.enumerated_names:
         ll = log_likelihood(spec.model, latent, batch_ndims=2, **data)
         values = {k: np.asarray(v) for k, v in ll.items()}
         add_group(tree, "log_likelihood", values, ld, dims, coords)
@@ -163,7 +167,9 @@ def _run_mcmc(
     timing["sampling_s"] = time.perf_counter() - began
     if not mcmc.complete:
         if mcmc.num_completed_samples:
-            tree = mcmc.to_datatree(dims=spec.dims or None, coords=spec.coords or None)
+            tree = mcmc.to_datatree(
+                dims=spec.dims or None, coords=spec.coords or None, discrete=settings.discrete
+            )
         else:
             tree = xr.DataTree.from_dict({"posterior": xr.Dataset()})
         tree.attrs[_INCOMPLETE] = {
@@ -172,7 +178,9 @@ def _run_mcmc(
         }
         return tree
     began = time.perf_counter()
-    tree = mcmc.to_datatree(dims=spec.dims or None, coords=spec.coords or None)
+    tree = mcmc.to_datatree(
+        dims=spec.dims or None, coords=spec.coords or None, discrete=settings.discrete
+    )
     timing["conversion_s"] = time.perf_counter() - began
     ld = mcmc.logdensity_
     latent = {

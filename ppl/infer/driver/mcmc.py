@@ -476,11 +476,17 @@ class MCMC:
         self._require_run()
         return self._last
 
-    def to_datatree(self, dims: dict | None = None, coords: dict | None = None):
-        """The run as an ArviZ DataTree (posterior, sample_stats, log_likelihood, observed_data)."""
+    def to_datatree(
+        self, dims: dict | None = None, coords: dict | None = None, *, discrete: bool = True
+    ):
+        """The run as an ArviZ DataTree (posterior, sample_stats, log_likelihood, observed_data).
+
+        With ``discrete`` (the default) the posterior also holds draws of the model's
+        enumerated discrete sites (see :func:`ppl.infer.infer_discrete`).
+        """
         from ppl.infer.results.datatree import mcmc_to_datatree
 
-        return mcmc_to_datatree(self, dims=dims, coords=coords)
+        return mcmc_to_datatree(self, dims=dims, coords=coords, discrete=discrete)
 
     def print_summary(
         self, dims: dict | None = None, coords: dict | None = None, **summary_kwargs: Any

@@ -252,8 +252,16 @@ def data_shardings(
     leaves = jax.tree.leaves((ld.args, ld.kwargs))
     marks = _marks_by_path(ld.args, ld.kwargs, bound)  # a name or None per leaf
     shardings = []
-    for leaf, name in zip(leaves, marks, strict=True):
-        if not isinstance(leaf, (jax.Array, np.ndarray)):
+    concrete = set(ld._concrete_leaves())
+    for i, (leaf, name) in enumerate(zip(leaves, marks, strict=True)):
+        if i in concrete and name is not None:
+            raise ValueError(
+                f"shard_data: the model needs the values of argument '{name}' while it is "
+                "compiled (e.g. np.unique or int() on it), so they are compiled in and "
+                "cannot be split over devices; compute what the model needs from it outside "
+                "and pass that as an argument instead"
+            )
+        if not isinstance(leaf, (jax.Array, np.ndarray)) or i in concrete:
             continue  # static: not part of the data tree
         if name is None:
             shardings.append(rep)

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from ppl.density import LogDensity
+from ppl.infer.results.discrete import enumerated_log_likelihood
 from ppl.infer.results.predictive import log_likelihood
 from ppl.sites import subsampled_plates
 
@@ -76,7 +77,11 @@ def draws_to_datatree(
         sample_stats: ``stat -> (chain, draw)``, or None.
         observed: add ``observed_data`` (when the model has observed sites).
         pointwise_log_likelihood: with ``observed``, also add ``log_likelihood``: each
-            observed site's pointwise log-likelihood at every draw.
+            observed site's pointwise log-likelihood at every draw. For a model with
+            enumerated discrete sites, sites outside ``ppl.scan`` get their marginal
+            (the enumerated sites summed out), sites in a scan their log-likelihood given
+            the enumerated sites' draws in ``posterior`` (left out without them); see
+            :func:`ppl.infer.results.discrete.enumerated_log_likelihood`.
         dims, coords: ArviZ dims (``site -> [dim names]``) and coords, overriding the plate
             names.
 
@@ -88,9 +93,16 @@ def draws_to_datatree(
     if sample_stats is not None:
         groups["sample_stats"] = sample_stats
     data = observed_data(ld) if observed else {}
+    enumerated = getattr(ld, "enumerated_names", ())
     if data:
-        if pointwise_log_likelihood:
-            latent = {k: v for k, v in posterior.items() if ld.sites[k].kind == "latent"}
+        latent = {k: v for k, v in posterior.items() if ld.sites[k].kind == "latent"}
+        if pointwise_log_likelihood and enumerated:
+            have = all(name in posterior for name in enumerated)
+            discrete = {k: posterior[k] for k in enumerated} if have else None
+            ll = enumerated_log_likelihood(ld, latent, 2, discrete)
+            if ll:
+                groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
+        elif pointwise_log_likelihood:
             ll = log_likelihood(ld.model, latent, *ld.args, batch_ndims=2, **ld.kwargs)
             groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
         groups["observed_data"] = data
@@ -98,21 +110,43 @@ def draws_to_datatree(
     return _arviz_base().from_dict(groups, dims=all_dims, coords=coords)
 
 
-def mcmc_to_datatree(mcmc: Any, dims: dict | None = None, coords: dict | None = None):
+def mcmc_to_datatree(
+    mcmc: Any,
+    dims: dict | None = None,
+    coords: dict | None = None,
+    *,
+    discrete: bool = True,
+    discrete_key: jax.Array | None = None,
+):
     """An ArviZ DataTree of a finished :class:`ppl.infer.MCMC` run.
 
     Groups: posterior (latent and deterministic sites, (chain, draw, ...)),
     sample_stats, and for model-based runs log_likelihood (pointwise, every
-    observed site) and observed_data.
+    observed site) and observed_data. With ``discrete`` (the default) the model's
+    enumerated discrete sites are in the posterior too, one draw from their exact
+    conditional posterior per draw (:func:`ppl.infer.infer_discrete` with
+    ``discrete_key``, by default ``PRNGKey(0)``).
     """
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    return draws_to_datatree(
+    ld = mcmc.logdensity_
+    if discrete and getattr(ld, "enumerated_names", ()):
+        from ppl.infer.results.discrete import infer_discrete
+
+        key = jax.random.PRNGKey(0) if discrete_key is None else discrete_key
+        latent = {k: samples[k] for k in ld.latent_names}
+        draws = infer_discrete(ld, latent, rng_key=key, batch_ndims=2)
+        samples.update({k: np.asarray(v) for k, v in draws.items()})
+    tree = draws_to_datatree(
         mcmc.logdensity_,
         samples,
         sample_stats=mcmc.get_sample_stats(),
         dims=dims,
         coords=coords,
     )
+    for name in getattr(ld, "enumerated_names", ()):
+        if name in tree.posterior:  # drawn after sampling, not by the Markov chains
+            tree.posterior[name].attrs["ppl_enumerated"] = 1
+    return tree
 
 
 def guide_to_datatree(

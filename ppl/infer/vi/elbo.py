@@ -106,6 +106,13 @@ def _check_traces(model_trace: dict, guide_trace: dict, params: dict) -> None:
         if site["type"] != "sample" or site["is_observed"]:
             continue
         guide_site = guide_trace.get(name)
+        if guide_site is None and site["infer"].get("enumerate") == "parallel":
+            raise NotImplementedError(
+                f"latent model site '{name}' is marked for enumeration, which ppl's ELBOs "
+                "do not sum out (there is no TraceEnum_ELBO yet): sample the model with "
+                "ppl.infer.MCMC or pathfinder, which use the marginal log density, or "
+                "marginalize the site by hand"
+            )
         if guide_site is None or guide_site["type"] != "sample":
             raise ValueError(
                 f"latent model site '{name}' has no sample site of the same name in the "
