@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,13 @@ RATIO_FIELDS = {
     "ess_per_kgrad": ("ess_per_kgrad", True),
     "us_per_grad": ("us_per_grad", False),
     "us_per_grad_loop": ("us_per_grad_loop", False),
+    # ppl's first run in a second fresh process (its persistent compilation cache filled by
+    # the first) against the peer's cold run in a fresh process
+    "second_process_cold": (("second_process_cold_s", "cold_s"), False),
 }
 RESULT_FIELDS = (
     "cold_s",
+    "second_process_cold_s",
     "cold_compile_s",
     "warm_s",
     "warm_compile_s",
@@ -114,6 +119,31 @@ def run_worker(
         result["fresh_process"] = False
         return result
 
+    if spec.name == "ppl":  # a cold run compiles: ppl's persistent cache starts empty
+        with tempfile.TemporaryDirectory(prefix="ppl-bench-cache-") as cache:
+            env = {**_worker_env(), "PPL_COMPILATION_CACHE": cache}
+            result = _worker_process(spec, choice, settings, timeout, ppl_adaptation, env)
+            if result.get("status") == "ok":
+                second = _worker_process(
+                    spec, choice, settings, timeout, ppl_adaptation, env, cold_only=True
+                )
+                if second.get("status") == "ok":
+                    result["second_process_import_s"] = second["import_s"]
+                    result["second_process_cold_s"] = second["cold_s"]
+            return result
+    return _worker_process(spec, choice, settings, timeout, ppl_adaptation, _worker_env())
+
+
+def _worker_process(
+    spec: SamplerSpec,
+    choice: ModelChoice,
+    settings: dict[str, int],
+    timeout: float,
+    ppl_adaptation: str | None,
+    env: dict[str, str],
+    cold_only: bool = False,
+) -> dict[str, Any]:
+    """Run ``python -m benchmarks.worker`` for one (sampler, model) and read its JSON."""
     command = [
         sys.executable,
         "-m",
@@ -123,13 +153,14 @@ def run_worker(
         choice.key,
         *(f"--{k}={v}" for k, v in settings.items()),
         *([f"--ppl-adaptation={ppl_adaptation}"] if ppl_adaptation is not None else []),
+        *(["--cold-only"] if cold_only else []),
     ]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
             command,
             cwd=REPO_ROOT,
-            env=_worker_env(),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -176,10 +207,12 @@ def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     for peer, res in results.items():
         if peer == base or res.get("status") != "ok":
             continue
-        ratios[peer] = {
-            name: _safe_ratio(ppl.get(field), res.get(field))
-            for name, (field, _) in RATIO_FIELDS.items()
-        }
+        ratios[peer] = {}
+        for name, (field, _) in RATIO_FIELDS.items():
+            mine, theirs = field if isinstance(field, tuple) else (field, field)
+            if mine not in ppl:  # not measured by this run (e.g. a suite without it)
+                continue
+            ratios[peer][name] = _safe_ratio(ppl.get(mine), res.get(theirs))
     return ratios
 
 
@@ -270,6 +303,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 COLUMNS = (
     ("sampler", None),
     ("cold s", "cold_s"),
+    ("2nd process s", "second_process_cold_s"),
     ("warm s", "warm_s"),
     ("(compile s)", "warm_compile_s"),
     ("min ESS", "min_ess_bulk"),
@@ -319,9 +353,10 @@ def format_table(entry: dict[str, Any]) -> str:
     lines += notes
     if entry.get("ratios"):
         base = base_sampler(entry["samplers"]) or "ppl"
-        ratio_rows = [[f"ratio {base}/peer", *RATIO_FIELDS]]
+        measured = [k for k in RATIO_FIELDS if any(k in r for r in entry["ratios"].values())]
+        ratio_rows = [[f"ratio {base}/peer", *measured]]
         for peer, ratios in entry["ratios"].items():
-            ratio_rows.append([f"{base}/{peer}", *(_fmt(ratios[k]) for k in RATIO_FIELDS)])
+            ratio_rows.append([f"{base}/{peer}", *(_fmt(ratios.get(k)) for k in measured)])
         lines += _align(ratio_rows)
         lines.append(
             "  (time and us/grad ratios < 1 and ESS ratios > 1 favour ppl; 'excl.compile' "

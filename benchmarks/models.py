@@ -340,13 +340,22 @@ def format_model(name: str, params: dict[str, int]) -> str:
 
 def parse_model(text: str, *, quick: bool = False) -> ModelChoice:
     """``"gaussian:dim=10"`` -> ModelChoice; sizes not given come from defaults (or quick)."""
+    return parse_choice(text, MODELS, quick=quick)
+
+
+def parse_choice(
+    text: str, registry: dict[str, Any], *, quick: bool = False, kind: str = "model"
+) -> ModelChoice:
+    """``"name:key=value..."`` -> ModelChoice of a suite's ``registry`` (the benchmark suite's,
+    the structured one's, the hard one's); sizes are positive ints, those not given come
+    from the model's defaults (or its quick sizes)."""
     name, *assignments = text.strip().split(":")
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    model = MODELS[name]
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(registry)}")
+    model = registry[name]
     params = dict(model.defaults)
     if quick:
-        params.update(model.quick)
+        params.update(getattr(model, "quick", {}))
     for assignment in assignments:
         key, sep, value = assignment.partition("=")
         if not sep or key not in model.defaults:

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from benchmarks.models import BenchModel, ModelChoice
+from benchmarks.models import BenchModel, ModelChoice, parse_choice
 
 __all__ = [
     "MODELS",
@@ -253,25 +253,7 @@ MODELS: dict[str, BenchModel] = {
 
 def parse_structured_model(text: str, *, quick: bool = False) -> ModelChoice:
     """``"hmm:T=500"`` -> ModelChoice, as :func:`benchmarks.models.parse_model` for the suite."""
-    name, *assignments = text.strip().split(":")
-    if name not in MODELS:
-        raise ValueError(f"unknown structured model {name!r}; choose from {sorted(MODELS)}")
-    model = MODELS[name]
-    params = dict(model.defaults)
-    if quick:
-        params.update(model.quick)
-    for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        if not sep or key not in model.defaults:
-            allowed = ", ".join(f"{k}=<int>" for k in model.defaults)
-            raise ValueError(f"bad parameter {assignment!r} for {name!r} (parameters: {allowed})")
-        try:
-            params[key] = int(value)
-        except ValueError:
-            raise ValueError(f"parameter {key} of {name!r} must be an int") from None
-        if params[key] < 1:
-            raise ValueError(f"parameter {key} of {name!r} must be positive")
-    return ModelChoice(model, params)
+    return parse_choice(text, MODELS, quick=quick, kind="structured model")
 
 
 # ---------------------------------------------------------------------- the bare forward pass

@@ -95,8 +95,13 @@ def measure(
     repeats: int = 1,
     quick: bool = False,
     ppl_adaptation: str | None = None,
+    cold_only: bool = False,
 ) -> dict[str, Any]:
     """Run the cold and warm runs and every measurement of one (sampler, model) pair.
+
+    With ``cold_only`` only the import and the cold run are measured (``import_s``,
+    ``cold_s``, ``cold_compile_s``): the harness runs ppl a second time that way, in a new
+    process that finds the first process's persistent compilation cache.
 
     ``sampler`` is a spec, ``name[:key=value...]``; ``ppl_adaptation`` is passed to ppl's
     NUTS as ``adaptation`` when it takes one (see :class:`benchmarks.samplers.Runner`).
@@ -129,6 +134,15 @@ def measure(
     import_s += time.perf_counter() - t_setup
 
     cold = runner.run(seed)
+    if cold_only:
+        return {
+            "status": "ok",
+            "sampler": spec.key,
+            "model": choice.key,
+            "import_s": import_s,
+            "cold_s": cold.wall_s,
+            "cold_compile_s": cold.compile_s,
+        }
     warm_results = [runner.run(seed + 1 + r) for r in range(repeats)]
 
     latent = runner.latent_sites()
@@ -237,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ppl-adaptation", default=None, help="adaptation= for ppl's NUTS, if it takes one"
     )
+    parser.add_argument(
+        "--cold-only", action="store_true", help="measure the import and the cold run only"
+    )
     return parser
 
 
@@ -252,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         quick=args.quick,
         ppl_adaptation=args.ppl_adaptation,
+        cold_only=args.cold_only,
     )
     sys.stdout.write(MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()

@@ -11,7 +11,7 @@ vector for the inference engines in :mod:`ppl.infer`.
 import numpyro
 import numpyro.distributions  # noqa: F401
 
-from ppl import distributions, handlers, infer, reparam
+from ppl import compilation_cache, distributions, handlers, infer, reparam
 from ppl.control_flow import scan
 from ppl.density import InitializationError, LogDensity, SiteInfo, logdensity
 from ppl.infer import Predictive, _moved, log_likelihood
@@ -19,6 +19,7 @@ from ppl.interop import from_numpyro
 from ppl.primitives import deterministic, factor, param, plate, prng_key, sample
 from ppl.runtime import MissingSeedError
 
+compilation_cache.configure()  # JAX's persistent cache, per user (PPL_COMPILATION_CACHE)
 _moved.install("ppl")  # ppl.convert, now ppl.infer.results.datatree
 
 __version__ = "0.1.0"

@@ -122,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave enumerated discrete sites out of the posterior (they are drawn by default)",
     )
+    s.add_argument(
+        "--no-rescue",
+        action="store_true",
+        help="do not restart a chain that falls away from the others during warmup",
+    )
     s.add_argument("--force", action="store_true", help="overwrite RUN if it exists")
     s.add_argument(
         "--resume",
@@ -282,6 +287,7 @@ def _sample(args, argv: Sequence[str]) -> int:
         vi_steps=args.steps,
         learning_rate=args.learning_rate,
         discrete=not args.no_discrete,
+        rescue=not args.no_rescue,
     )
     progress = not args.no_progress
     if progress:

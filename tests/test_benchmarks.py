@@ -394,6 +394,8 @@ def _check_report(stdout, report, models, samplers):
             assert not missing, (sampler, missing)
             for field in ("cold_s", "warm_s", "min_ess_bulk", "n_grad", "us_per_grad"):
                 assert res[field] > 0, (sampler, field, res[field])
+            if sampler == "ppl":  # a second process, with the first one's compilation cache
+                assert res["second_process_cold_s"] > 0
             assert res["latent_sites"] == entry["samplers"]["ppl"]["latent_sites"]
             assert res["dim"] == entry["dim"]
             if sampler != "ppl":

@@ -93,7 +93,7 @@ def test_model_parsing():
     assert choice.key == "mixture:K=3:N=200"
     with pytest.raises(ValueError, match="unknown structured model"):
         structured.parse_structured_model("gaussian")
-    with pytest.raises(ValueError, match="bad parameter"):
+    with pytest.raises(ValueError, match="bad model parameter"):
         structured.parse_structured_model("hmm:N=3")
 
 
@@ -158,7 +158,8 @@ def test_tiny_run_end_to_end(tmp_path):
         assert ours["latent_sites"] == theirs["latent_sites"]
         assert entry["dim"] == (10 if name == "hmm" else 6)
         ratios = entry["ratios"]["numpyro"]
-        assert set(ratios) == set(RATIO_FIELDS)
+        # every ratio but ppl's second-process cold time (the suite does not measure it)
+        assert set(ratios) == set(RATIO_FIELDS) - {"second_process_cold"}
         for value in ratios.values():
             assert value is not None and math.isfinite(value) and value > 0
         assert f"== {entry['model']}" in proc.stdout

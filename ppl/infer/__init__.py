@@ -15,6 +15,7 @@ from ppl.enumeration import config_enumerate
 from ppl.infer import _moved
 from ppl.infer.driver.config import HMC, MEADS, NUTS, ChEES
 from ppl.infer.driver.mcmc import MCMC
+from ppl.infer.driver.rescue import ChainWarning, RescueSettings
 from ppl.infer.driver.sharding import make_mesh
 from ppl.infer.results.datatree import guide_to_datatree
 from ppl.infer.results.discrete import infer_discrete
@@ -43,11 +44,13 @@ __all__ = [
     "AutoMultivariateNormal",
     "AutoNormal",
     "ChEES",
+    "ChainWarning",
     "LowRankSettings",
     "NonFiniteLossError",
     "PathfinderResult",
     "Predictive",
     "RenyiELBO",
+    "RescueSettings",
     "SVIRunResult",
     "SVIState",
     "TraceMeanField_ELBO",

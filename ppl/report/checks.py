@@ -231,6 +231,31 @@ def _check_mcmc(out: Assessment, tree, stats, thresholds: Thresholds, findings) 
             )
         )
 
+    # chains restarted during warmup (ppl.infer.driver.rescue)
+    if stats is not None and isinstance(stats.attrs.get("ppl_rescues"), str):
+        try:
+            rescues = json.loads(stats.attrs["ppl_rescues"])
+        except ValueError:
+            rescues = []
+        if rescues:
+            described = "; ".join(
+                f"chain {r['chain']} from chain {r['donor']} at warmup iteration "
+                f"{r['iteration']} ({r['reason']})"
+                for r in rescues
+            )
+            findings.append(
+                Finding(
+                    "warn",
+                    "chain rescue",
+                    f"{len(rescues)} chain restart(s) during warmup: {described}. Restarts "
+                    "happen only during warmup, so the draws are valid, but a chain was "
+                    "trapped somewhere (a minor mode, a far region): check that the model "
+                    "is identified and the priors are what you meant",
+                )
+            )
+        else:
+            findings.append(Finding("ok", "chain rescue", "no chain fell away during warmup"))
+
     # divergences
     if stats is not None and "diverging" in stats.data_vars:
         div = np.asarray(stats["diverging"].values, bool).reshape(num_chains, -1).sum(axis=1)

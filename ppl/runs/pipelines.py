@@ -50,6 +50,8 @@ class Settings:
         vi_steps: ADVI: optimizer steps.
         learning_rate: ADVI: Adam's learning rate.
         discrete: put draws of enumerated discrete sites into the posterior.
+        rescue: restart a chain that falls away from the others during warmup
+            (:mod:`ppl.infer.driver.rescue`).
     """
 
     method: str = "nuts"
@@ -64,6 +66,7 @@ class Settings:
     vi_steps: int = 10_000
     learning_rate: float = 0.01
     discrete: bool = True
+    rescue: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -156,6 +159,7 @@ def _run_mcmc(
         num_samples=settings.num_samples,
         num_chains=settings.num_chains,
         progress_bar=progress,
+        rescue=settings.rescue,
     )
     began = time.perf_counter()
     with warnings.catch_warnings():

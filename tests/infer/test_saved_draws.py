@@ -1,9 +1,13 @@
 """MCMC draws for fixed seeds equal those saved from an earlier layout of ``ppl.infer``.
 
 ``data/eight_schools_draws.npz`` was written by :func:`run_config` for every entry of
-:data:`CONFIGS` at commit 817372b, before ``ppl/infer`` was split into ``core``, ``kernels``,
-``warmup``, ``driver``, ``vi`` and ``results``. A refactoring must leave the draws alone: on
-the machine that wrote the file they matched bit for bit after the move. Across machines XLA
+:data:`CONFIGS`: first at commit 817372b, before ``ppl/infer`` was split into ``core``,
+``kernels``, ``warmup``, ``driver``, ``vi`` and ``results`` (on the machine that wrote the
+file the draws matched bit for bit after the move); again for issue 16, whose warmup changes
+(nutpie's bounded diagonal and final step-size restart, ``metric="auto"``) move the draws of
+the nutpie-warmup configurations on purpose, under jax/jaxlib 0.12.1, whose XLA already moved
+every configuration beyond the tolerance below (the unchanged Stan, ChEES and MEADS ones
+included). A refactoring must leave the draws alone. Across machines XLA
 may fuse and vectorize the same arithmetic differently (other CPU features), and NUTS's
 chaotic dynamics amplify such roundings a little over 150 iterations, hence the tolerance
 (far below anything a change of algorithm, schedule or random-key use would give: those

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from ppl.infer.driver import sharding
+from ppl.infer.driver import rescue, sharding
 from ppl.infer.driver.program import ChainCarry, Draws, Program, SamplingState
 from ppl.infer.driver.progress import Progress, SharedProgress, next_chunk
 
@@ -264,6 +264,13 @@ class ChainRun:
         sizes: the :class:`RunSizes`.
         inverse_mass_diag: ``(dim,)`` initial metric (from Pathfinder), or None.
         advance_args: abstract inputs of the first chunk run (for ``MCMC.compiled_hlo``).
+        rescue: when to restart a chain that fell away from the others during warmup
+            (:mod:`ppl.infer.driver.rescue`), or None.
+        rescues: the restarts so far (:class:`~ppl.infer.driver.rescue.Rescue`).
+        switch_metric: for ``metric="auto"``, makes the compiled functions of the program
+            whose warmup gives the kernel the low-rank metric (same carry layout); None
+            otherwise.
+        metric_switched: the warmup iteration at which the run switched to them, or None.
     """
 
     fns: dict
@@ -272,6 +279,10 @@ class ChainRun:
     sizes: RunSizes
     inverse_mass_diag: Any = None
     advance_args: Any = field(default=None, repr=False)
+    rescue: rescue.RescueSettings | None = None
+    rescues: list = field(default_factory=list)
+    switch_metric: Callable[[], dict] | None = None
+    metric_switched: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -282,15 +293,133 @@ class ChainRun:
 
     def advance(self) -> None:
         """Advance every segment to the end of the run (an interrupt leaves each segment at
-        the end of its last finished chunk)."""
+        the end of its last finished chunk).
+
+        With chain rescue, the chains stop together at each checkpoint of warmup, where
+        :meth:`rescue_lost_chains` compares them.
+        """
         if self.sizes.chain_method == "threaded":
             self._advance_threads()
             return
+        if self.sizes.chain_method == "sequential":  # each chain to its end: none to compare
+            for segment in self.segments:
+                if (
+                    segment.next_iteration >= self.sizes.num_iterations
+                    and segment.carry is not None
+                ):
+                    continue
+                with self._progress(segment.label, segment.next_iteration) as bar:
+                    self.run_segment(segment, bar.update)
+            return
+        (segment,) = self.segments
+        with self._progress(segment.label, segment.next_iteration) as bar:
+            for stop in self.stops():
+                if segment.next_iteration >= stop and segment.carry is not None:
+                    continue
+                self.run_segment(segment, bar.update, until=stop)
+                self._checkpoint(stop)
+
+    def stops(self) -> tuple[int, ...]:
+        """Iterations the chains advance to together: warmup's checkpoints, then the end."""
+        total = self.sizes.num_iterations
+        if self.sizes.chain_method == "sequential":
+            return (total,)
+        points: set[int] = set()
+        if self.rescue is not None:
+            points.update(rescue.check_iterations(self.sizes.num_warmup, self.rescue))
+        if self.switch_metric is not None:
+            defaults = rescue.RescueSettings()
+            points.update(rescue.check_iterations(self.sizes.num_warmup, defaults))
+        return (*sorted(points), total)
+
+    def _checkpoint(self, stop: int) -> None:
+        if stop >= self.sizes.num_warmup:
+            return
+        if not all(s.next_iteration == stop for s in self.segments):
+            return
+        if self.rescue is not None:
+            self.rescue_lost_chains(stop)
+        if self.switch_metric is not None and self.metric_switched is None:
+            self.maybe_switch_metric(stop)
+
+    def maybe_switch_metric(self, iteration: int) -> bool:
+        """``metric="auto"``: once any chain's draws since the early window (its low-rank
+        buffer) show correlations worth the low-rank metric
+        (:func:`ppl.infer.warmup.auto_metric.auto_wants_low_rank`), every chain goes on with the
+        program whose warmup estimates and uses it (the low-rank view of
+        :func:`ppl.infer.warmup.nutpie.nutpie_warmup`), from this iteration of warmup."""
+        from ppl.infer.warmup import auto_metric, nutpie
+
+        since = int(nutpie.EARLY_WINDOW * self.sizes.num_warmup)
+        if iteration < since:
+            return False
+        wanted = False
         for segment in self.segments:
-            if segment.next_iteration >= self.sizes.num_iterations and segment.carry is not None:
-                continue
-            with self._progress(segment.label, segment.next_iteration) as bar:
-                self.run_segment(segment, bar.update)
+            buffer = segment.carry.warmup.buffer
+            if buffer.draws.shape[-1] > auto_metric.AUTO_MAX_DIM:
+                return False
+            draws, stamps, weights = sharding.to_host((buffer.draws, buffer.stamp, buffer.weight))
+            draws = np.asarray(draws).reshape(-1, *buffer.draws.shape[-2:])
+            stamps = np.asarray(stamps).reshape(draws.shape[0], -1)
+            weights = np.asarray(weights).reshape(draws.shape[0], -1)
+            for c in range(draws.shape[0]):
+                one = nutpie.DrawGradBuffer(draws[c], None, stamps[c], weights[c])
+                wanted = wanted or auto_metric.auto_wants_low_rank(one, since)
+        if not wanted:
+            return False
+        self.fns = self.switch_metric()
+        for segment in self.segments:
+            carry = segment.carry
+            warm = carry.warmup  # a NutpieWarmupState of metric="auto"
+            # the low-rank metric starts as the diagonal the chain sampled with
+            metric = warm.inverse_mass_matrix._replace(scale=jnp.sqrt(warm.diagonal))
+            warm = warm._replace(
+                low_rank_on=jnp.ones_like(warm.low_rank_on), inverse_mass_matrix=metric
+            )
+            segment.carry = carry._replace(warmup=warm)
+        self.metric_switched = iteration
+        return True
+
+    def rescue_lost_chains(self, iteration: int) -> list:
+        """Compare the chains (all at ``iteration``), restart those that fell away from a
+        healthy chain's state and adaptation, and empty every chain's window statistics.
+
+        Returns:
+            The new :class:`~ppl.infer.driver.rescue.Rescue` records (also appended to
+            ``rescues``).
+        """
+        segments = self.segments
+        sizes = [int(np.shape(s.carry.num_divergent)[0]) for s in segments]
+        starts = np.cumsum([0, *sizes])
+        host = [sharding.to_host(s.carry.window) for s in segments]
+        window = rescue.WindowStats(
+            *(np.concatenate([np.asarray(h[i]).reshape(-1) for h in host]) for i in range(5))
+        )
+        lost = rescue.find_lost_chains(window, self.rescue)
+
+        def locate(chain: int) -> tuple[int, int]:
+            g = int(np.searchsorted(starts, chain, side="right")) - 1
+            return g, chain - int(starts[g])
+
+        records = []
+        for chain, donor, reason in lost:
+            (gl, il), (gd, jd) = locate(chain), locate(donor)
+            target, source = segments[gl].carry, segments[gd].carry
+            state, warm = jax.tree.map(
+                lambda x, y, il=il, jd=jd: x.at[il].set(y[jd]),
+                (target.state, target.warmup),
+                (source.state, source.warmup),
+            )
+            segments[gl].carry = target._replace(state=state, warmup=warm)
+            records.append(rescue.Rescue(chain, iteration, donor, reason))
+        for segment in segments:
+            carry = segment.carry
+            carry = carry._replace(window=jax.tree.map(jnp.zeros_like, carry.window))
+            if self.sizes.mesh is not None:
+                (carry,) = shard_chains((carry,), self.sizes.mesh, self.sizes.num_chains)
+            segment.carry = carry
+        self.rescues.extend(records)
+        return records
 
     def _progress(self, label: str, initial: int) -> Progress:
         sizes = self.sizes
@@ -308,31 +437,40 @@ class ChainRun:
         included) stops the others after their current chunk and is raised here."""
         segments = self.segments
         self.init_segments(segments)
-        advance = self.compiled_advance(segments[0])
         stop = threading.Event()
         with self._progress("", min(s.next_iteration for s in segments)) as bar:
             shared = SharedProgress(bar, segments, self.sizes.num_warmup)
             with concurrent.futures.ThreadPoolExecutor(
                 len(segments), thread_name_prefix="ppl-chains"
             ) as pool:
-                futures = [
-                    pool.submit(self.run_segment, seg, shared.reporter(g), stop, advance)
-                    for g, seg in enumerate(segments)
-                ]
-                try:
-                    pending_futures = set(futures)
-                    while pending_futures:  # short waits: Ctrl-C reaches this thread
-                        done, pending_futures = concurrent.futures.wait(
-                            pending_futures, timeout=0.2, return_when="FIRST_EXCEPTION"
+                for stop_at in self.stops():
+                    if all(s.next_iteration >= stop_at for s in segments):
+                        continue
+                    advance = self.compiled_advance(segments[0])  # the program may switch
+                    futures = [
+                        pool.submit(
+                            self.run_segment, seg, shared.reporter(g), stop, advance, stop_at
                         )
-                        if any(f.exception() is not None for f in done):
-                            break
-                finally:
-                    stop.set()  # the other groups stop after their current chunk
-                    concurrent.futures.wait(futures)
-                for future in futures:
-                    if future.exception() is not None:
-                        raise future.exception()
+                        for g, seg in enumerate(segments)
+                    ]
+                    try:
+                        pending_futures = set(futures)
+                        while pending_futures:  # short waits: Ctrl-C reaches this thread
+                            done, pending_futures = concurrent.futures.wait(
+                                pending_futures, timeout=0.2, return_when="FIRST_EXCEPTION"
+                            )
+                            if any(f.exception() is not None for f in done):
+                                break
+                    except BaseException:
+                        stop.set()  # the other groups stop after their current chunk
+                        concurrent.futures.wait(futures)
+                        raise
+                    failed = [f for f in futures if f.exception() is not None]
+                    if failed:
+                        stop.set()
+                        concurrent.futures.wait(futures)
+                        raise failed[0].exception()
+                    self._checkpoint(stop_at)
 
     def compiled_advance(self, segment: Segment) -> Callable:
         """``advance`` compiled ahead of time for this segment's inputs, in this thread.
@@ -370,16 +508,19 @@ class ChainRun:
         report: Callable[[int, str, Any], None],
         stop: threading.Event | None = None,
         advance: Callable | None = None,
+        until: int | None = None,
     ) -> None:
-        """Advance one segment to the end of the run in chunks, calling ``report(n, phase,
-        divergent)`` after each; returns early once ``stop`` is set. ``advance`` replaces
-        the program's jitted ``advance`` (with a compiled one, in threads)."""
-        sizes, data, total = self.sizes, self.data, self.sizes.num_iterations
+        """Advance one segment to iteration ``until`` (default: the end of the run) in
+        chunks, calling ``report(n, phase, divergent)`` after each; returns early once
+        ``stop`` is set. ``advance`` replaces the program's jitted ``advance`` (with a
+        compiled one, in threads)."""
+        sizes, data = self.sizes, self.data
+        total = sizes.num_iterations if until is None else min(until, sizes.num_iterations)
         advance = advance or self.fns["advance"]
         if segment.next_iteration >= total and segment.carry is not None:
             return
         self.init_segments([segment])
-        for phase, end in (("warmup", sizes.num_warmup), ("sampling", total)):
+        for phase, end in (("warmup", min(sizes.num_warmup, total)), ("sampling", total)):
             n, elapsed = 0, 0.0
             while segment.next_iteration < end:
                 if stop is not None and stop.is_set():

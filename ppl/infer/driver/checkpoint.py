@@ -10,17 +10,21 @@ the command line saves the dict beside an interrupted run file.
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ppl.infer.driver import sharding
 from ppl.infer.driver.chains import ChainRun, shard_chains
+from ppl.infer.driver.rescue import Rescue
 
 __all__ = ["STATE_FORMAT", "check_state", "restore_segments", "save_segments"]
 
-STATE_FORMAT = "ppl-sampler-state-2"
-"""Layout of the saved carry (version 2: the chain state beside the warmup state)."""
+STATE_FORMAT = "ppl-sampler-state-3"
+"""Layout of the saved carry (version 2: the chain state beside the warmup state; version 3:
+the chain-rescue window statistics and the restarts so far)."""
 
 
 def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
@@ -34,6 +38,11 @@ def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
         "format": np.asarray(STATE_FORMAT),
         "num_segments": np.asarray(len(run.segments)),
         "settings": np.asarray(repr(fingerprint)),
+        "rescues": np.asarray(json.dumps([r.as_dict() for r in run.rescues])),
+        # metric="auto": the warmup iteration where the run took the low-rank metric (-1: not)
+        "metric_switched": np.asarray(
+            -1 if run.metric_switched is None else int(run.metric_switched)
+        ),
     }
     for c, segment in enumerate(run.segments):
         if segment.carry is None:
@@ -69,6 +78,7 @@ def check_state(state: dict, fingerprint: tuple) -> None:
 def restore_segments(run: ChainRun, state: dict) -> None:
     """Fill the segments of a freshly started ``run`` (same program) from a saved ``state``."""
     fns, data, sizes = run.fns, run.data, run.sizes
+    run.rescues[:] = [Rescue(**r) for r in json.loads(str(np.asarray(state["rescues"])))]
     for c, segment in enumerate(run.segments):
         next_iteration = int(np.asarray(state[f"s{c}_next"]))
         if next_iteration < 0:

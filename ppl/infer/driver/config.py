@@ -10,6 +10,7 @@ Each class checks its settings, says where the log density comes from (a model, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,7 @@ class KernelConfig:
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         if metric is None:
-            metric = "dense" if dense_mass else "diag"
+            metric = "dense" if dense_mass else "auto"
         elif dense_mass and metric != "dense":
             raise ValueError(f"dense_mass=True contradicts metric={metric!r}")
         if metric not in METRICS:
@@ -74,8 +75,10 @@ class KernelConfig:
                 "metric='low_rank' is estimated from draws and gradients: it needs "
                 "adaptation='nutpie'"
             )
-        if low_rank is not None and metric != "low_rank":
-            raise ValueError("low_rank= settings apply to metric='low_rank' only")
+        if metric == "auto" and adaptation != "nutpie":
+            metric = "diag"  # Stan's warmup estimates the draws' variance only
+        if low_rank is not None and metric not in ("low_rank", "auto"):
+            raise ValueError("low_rank= settings apply to metric='low_rank' or 'auto' only")
         if low_rank is not None and not isinstance(low_rank, LowRankSettings):
             raise TypeError(f"low_rank must be a LowRankSettings, got {low_rank!r}")
         self.model = model
@@ -86,6 +89,8 @@ class KernelConfig:
         self.dense_mass = metric == "dense"
         self.adaptation = adaptation
         self.low_rank = low_rank if low_rank is not None else LowRankSettings()
+        #: the view of metric="auto" the warmup gives the kernel (see low_rank_view)
+        self.auto_view = "diag"
         self.target_accept_prob = float(target_accept_prob)
         self.init_strategy = init_strategy
 
@@ -99,7 +104,21 @@ class KernelConfig:
             self.adaptation,
             self.low_rank,
             self.target_accept_prob,
+            self.auto_view,
         )
+
+    @property
+    def switches_metric(self) -> bool:
+        """Whether a run may switch from the diagonal to the low-rank metric during warmup
+        (``metric="auto"`` with nutpie's warmup)."""
+        return self.metric == "auto" and self.adaptation == "nutpie" and not self.chains_batched
+
+    def low_rank_view(self) -> KernelConfig:
+        """A copy of these settings whose warmup gives the kernel the low-rank metric of
+        ``metric="auto"`` (the same warmup state: the driver switches a run to it)."""
+        other = copy.copy(self)
+        other.auto_view = "low_rank"
+        return other
 
     def build(
         self, dim: int, num_warmup: int, num_iterations: int, num_chains: int
@@ -131,6 +150,7 @@ class KernelConfig:
             initial_step_size=self.step_size,
             target_accept=self.target_accept_prob,
             saturation_steps=saturation_steps,
+            auto_view=self.auto_view,
         )
 
 
@@ -146,8 +166,11 @@ class NUTS(KernelConfig):
         step_size: initial step size (adapted during warmup).
         step_size_jitter: each iteration's step size is drawn uniformly within this fraction
             of the adapted one (nutpie's 0.1; default 0: no jitter).
-        metric: "diag" (default), "low_rank" (diagonal plus a low-rank correction for
-            correlated posteriors; nutpie's) or "dense".
+        metric: "auto" (default), "diag", "low_rank" (diagonal plus a low-rank correction
+            for correlated posteriors; nutpie's) or "dense". "auto" is the diagonal metric
+            until warmup finds linear correlations well above noise in the draws, then the
+            low-rank one (see :func:`ppl.infer.warmup.nutpie.nutpie_warmup`); with
+            ``adaptation="stan"`` it is "diag".
         dense_mass: ``True`` is the same as ``metric="dense"``.
         adaptation: "nutpie" (default: the metric from draws and their gradients, see
             :mod:`ppl.infer.warmup.nutpie`) or "stan" (Stan's windowed warmup, the

@@ -42,6 +42,7 @@ from ppl.infer.driver import chains, checkpoint, sharding
 from ppl.infer.driver.chains import CHAIN_METHODS, LOOPED, ChainRun, RunSizes, Segment
 from ppl.infer.driver.config import NUTS, KernelConfig
 from ppl.infer.driver.program import Draws, Program, SamplingState
+from ppl.infer.driver.rescue import ChainWarning, Rescue, RescueSettings, chain_disagreement
 from ppl.infer.warmup.init import initial_positions, pathfinder_start
 
 __all__ = ["MCMC"]
@@ -94,6 +95,23 @@ class MCMC:
             axis: each device evaluates the log-likelihood of its rows and XLA sums the
             partial results (and gradients) across devices. The row count must be a
             multiple of the data axis size (the error names the argument otherwise).
+        rescue: compare the chains at checkpoints during warmup and restart a chain that fell
+            away from the others (collapsed step size, log density far below theirs, or
+            saturated trees) from a healthy chain's state and adaptation
+            (:mod:`ppl.infer.driver.rescue`). ``True`` (the default) uses the default
+            :class:`~ppl.infer.driver.rescue.RescueSettings`; pass settings to change the
+            thresholds, ``False`` to turn it off. Restarts are warmup decisions (the draws
+            stay valid), are warned about (:class:`~ppl.infer.driver.rescue.ChainWarning`)
+            and kept in ``mcmc.rescues`` and the DataTree. A run where no chain is restarted
+            gives the draws of ``rescue=False``. Not with ``chain_method="sequential"`` or
+            kernels that adapt across chains (ChEES, MEADS).
+        check_chains: after a complete run, warn (:class:`ChainWarning`) when the chains sit
+            in different regions, naming the sites where they differ most.
+
+    Attributes:
+        rescues: the chains restarted during the last run's warmup, as
+            :class:`~ppl.infer.driver.rescue.Rescue` records (chain, iteration, donor,
+            reason).
     """
 
     def __init__(
@@ -110,6 +128,8 @@ class MCMC:
         init: str | None = None,
         mesh: Mesh | None = None,
         shard_data: tuple[str, ...] | list[str] | str = (),
+        rescue: bool | RescueSettings = True,
+        check_chains: bool = True,
     ):
         if not isinstance(kernel, KernelConfig):
             raise TypeError(f"kernel must be NUTS(...) or HMC(...), got {kernel!r}")
@@ -154,6 +174,17 @@ class MCMC:
                 f"shard_data={shard_data} needs a mesh with a 'data' axis, e.g. "
                 "mesh=ppl.infer.make_mesh(chains=2, data=2)"
             )
+        if rescue is True:
+            rescue = RescueSettings()
+        elif rescue is False or rescue is None:
+            rescue = None
+        elif not isinstance(rescue, RescueSettings):
+            raise TypeError(f"rescue must be True, False or a RescueSettings, got {rescue!r}")
+        if kernel.chains_batched or chain_method == "sequential" or num_chains < 2:
+            rescue = None  # nothing to compare a chain with while it warms up
+        self.rescue = rescue
+        self.check_chains = bool(check_chains)
+        self.rescues: list[Rescue] = []
         self.mesh = mesh
         self.shard_data = shard_data
         self.init = init
@@ -209,12 +240,14 @@ class MCMC:
             mesh=self._mesh(),
         )
 
-    def _program(self, ld: LogDensity) -> dict:
-        """The compiled functions for this log density's layout (cached across MCMCs)."""
+    def _program(self, ld: LogDensity, kernel: KernelConfig | None = None) -> dict:
+        """The compiled functions for this log density's layout (cached across MCMCs);
+        ``kernel`` replaces ``self.kernel`` (the low-rank view of ``metric="auto"``)."""
+        kernel = self.kernel if kernel is None else kernel
         layout = ld.layout_key()
         key = (
             ("id", id(ld)) if layout is None else layout,
-            self.kernel.settings(),
+            kernel.settings(),
             self.num_warmup,
             self.num_samples,
             self.num_chains,
@@ -224,12 +257,18 @@ class MCMC:
         )
 
         def build() -> Program:
-            kernel, warmup = self.kernel.build(
+            transition, warmup = kernel.build(
                 ld.dim, self.num_warmup, self.num_iterations, self.num_chains
             )
-            chain_axes = 1 if self.kernel.chains_batched else 0
+            chain_axes = 1 if kernel.chains_batched else 0
             return Program(
-                kernel, warmup, ld, self.num_warmup, self.num_samples, self.thinning, chain_axes
+                transition,
+                warmup,
+                ld,
+                self.num_warmup,
+                self.num_samples,
+                self.thinning,
+                chain_axes,
             )
 
         return chains.compile_program(key, ld, build, self.chain_method, self._mesh())
@@ -292,8 +331,15 @@ class MCMC:
         chain_keys: jax.Array,
         positions: jax.Array,
         inverse_mass_diag: jax.Array | None = None,
+        metric_switched: int | None = None,
     ) -> None:
-        fns = self._program(ld)
+        switch_metric = None
+        if self.kernel.switches_metric and self.chain_method != "sequential":
+
+            def switch_metric() -> dict:
+                return self._program(ld, self.kernel.low_rank_view())
+
+        fns = switch_metric() if metric_switched is not None else self._program(ld)
         mesh = self._mesh()
         data = self._place_data(ld, ld.data_tree())
         # host-computed starts must agree exactly on every process of a distributed run
@@ -319,7 +365,17 @@ class MCMC:
                 (chain_keys, positions), mesh, self.num_chains
             )
             segments = [Segment(chain_keys, positions, "")]
-        self._pending = self._run = ChainRun(fns, data, segments, self._sizes(), inverse_mass_diag)
+        self._pending = self._run = ChainRun(
+            fns,
+            data,
+            segments,
+            self._sizes(),
+            inverse_mass_diag,
+            rescue=self.rescue,
+            switch_metric=switch_metric,
+            metric_switched=metric_switched,
+        )
+        self.rescues = self._run.rescues
         self.logdensity_ = ld
         self._draws = self._last = None
         self.complete = False
@@ -339,9 +395,11 @@ class MCMC:
 
     def _continue(self) -> None:
         pending = self._pending
+        reported = len(pending.rescues)
         try:
             pending.advance()
         except KeyboardInterrupt:
+            self._warn_rescues(pending.rescues[reported:])
             self._collect(pending)
             done = self.num_completed_samples
             warnings.warn(
@@ -350,8 +408,27 @@ class MCMC:
                 stacklevel=3,
             )
             return
+        self._warn_rescues(pending.rescues[reported:])
         self._collect(pending)
         self._pending = None
+        if self.check_chains and self._draws is not None:
+            self._warn_disagreement()
+
+    @staticmethod
+    def _warn_rescues(records: list[Rescue]) -> None:
+        for record in records:
+            warnings.warn(record.describe(), ChainWarning, stacklevel=4)
+
+    def _warn_disagreement(self) -> None:
+        """Warn when the chains sit in different regions (see :func:`chain_disagreement`)."""
+        ld = self.logdensity_
+        sites = [n for n in ld.latent_names for _ in range(ld.sites[n].size)]
+        draws = self._draws
+        message = chain_disagreement(
+            np.asarray(draws.position), np.asarray(draws.log_density), sites
+        )
+        if message is not None:
+            warnings.warn(message, ChainWarning, stacklevel=4)
 
     def _collect(self, pending: ChainRun) -> None:
         """Results from the segments' current states (all of them or those so far)."""
@@ -382,23 +459,27 @@ class MCMC:
             self.num_chains,
             self.thinning,
             method,
+            self.rescue,
         )
 
-    def resume_from(self, state: dict, *args: Any, **kwargs: Any) -> None:
+    def resume_from(self, state: dict, *args: Any, init_params: Any = None, **kwargs: Any) -> None:
         """Continue a run saved with :meth:`sampler_state` (e.g. by another process).
 
         Args:
             state: the dict from :meth:`sampler_state` (or an ``np.load`` of it).
             *args, **kwargs: the model's arguments (data), as given to :meth:`run`.
+            init_params: with a kernel built from ``logdensity_fn=``, a flat point of the
+                target's dimension, as given to :meth:`run` (its values are not used).
         """
         checkpoint.check_state(state, self._settings_fingerprint())
-        ld = self._logdensity(args, kwargs, None)
+        ld = self._logdensity(args, kwargs, init_params)
         if self.chain_method in LOOPED:  # the saved grouping of the chains
             self.num_groups = int(np.asarray(state["num_segments"]))
             self.chain_method = "threaded" if self.num_groups > 1 else "looped"
         dummy_keys = jax.random.split(jax.random.key(0), self.num_chains)
         dummy_positions = jnp.zeros((self.num_chains, ld.dim), jnp.result_type(float))
-        self._start(ld, dummy_keys, dummy_positions)
+        switched = int(np.asarray(state.get("metric_switched", -1)))
+        self._start(ld, dummy_keys, dummy_positions, None, None if switched < 0 else switched)
         checkpoint.restore_segments(self._pending, state)
         self._continue()
 
@@ -463,6 +544,12 @@ class MCMC:
         a :class:`~ppl.infer.core.metrics.LowRankInverseMass` batched over chains."""
         self._require_run()
         return self._last.inverse_mass_matrix
+
+    @property
+    def metric_switched(self) -> int | None:
+        """``metric="auto"``: the warmup iteration at which the last run switched from the
+        diagonal to the low-rank metric, or ``None`` (it kept the diagonal metric)."""
+        return None if self._run is None else self._run.metric_switched
 
     @property
     def step_size(self) -> jax.Array:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ppl.density import LogDensity
 from ppl.infer.base import Kernel, Warmup
+from ppl.infer.driver.rescue import WindowStats, window_init, window_update
 
 __all__ = ["ChainCarry", "Draws", "Program", "SamplingState"]
 
@@ -52,6 +53,8 @@ class ChainCarry(NamedTuple):
         num_divergent_warmup: ``()`` int, divergent transitions during warmup.
         num_divergent: ``()`` int, while sampling.
         num_steps_warmup: ``()`` int, leapfrog steps (gradient evaluations) in warmup.
+        window: the warmup iterations' :class:`~ppl.infer.driver.rescue.WindowStats` since
+            the driver last compared the chains (it empties them then).
     """
 
     state: Any
@@ -59,6 +62,7 @@ class ChainCarry(NamedTuple):
     num_divergent_warmup: jax.Array
     num_divergent: jax.Array
     num_steps_warmup: jax.Array
+    window: WindowStats
 
 
 class Draws(NamedTuple):
@@ -124,8 +128,10 @@ class Program:
         ld = self._logdensity(data)
         state = self.kernel.init(position, ld)
         warmup_state = self.warmup.init(state, ld, inverse_mass_diag)
-        zero = jnp.zeros(jnp.shape(position)[: self.chain_axes], jnp.int32)
-        return ChainCarry(state, warmup_state, zero, zero, zero)
+        lead = jnp.shape(position)[: self.chain_axes]
+        zero = jnp.zeros(lead, jnp.int32)
+        window = window_init(lead, jnp.asarray(position).dtype)
+        return ChainCarry(state, warmup_state, zero, zero, zero, window)
 
     def empty_draws(self, position) -> Draws:
         """Zeroed draw buffers: ``(num_samples, ...)`` after the chain axes."""
@@ -160,12 +166,18 @@ class Program:
             w = warmup.before(key_i, carry.warmup, carry.state, i, flags, ld)
             parameters = warmup.parameters(w, i, in_warmup)
             state, info = kernel.step(key_i, carry.state, ld, parameters)
-            w = jax.lax.cond(
-                in_warmup,
-                lambda w: warmup.after(w, carry.state, state, info, i, flags),
-                lambda w: w,
-                w,
-            )
+            if getattr(flags, "adapt", None) is not None:
+                # the warmup's after() is inert where its schedule's "adapt" flag is False
+                # (after warmup): called directly, its state (buffers included) is updated
+                # in place instead of being copied through a conditional every iteration
+                w = warmup.after(w, carry.state, state, info, i, flags)
+            else:
+                w = jax.lax.cond(
+                    in_warmup,
+                    lambda w: warmup.after(w, carry.state, state, info, i, flags),
+                    lambda w: w,
+                    w,
+                )
             # written every iteration (in place): warmup iterations write row 0, which the
             # first kept draw overwrites; keeping the buffers out of the cond avoids copies
             j = jnp.maximum(i - self.num_warmup, 0) // self.thinning
@@ -187,6 +199,13 @@ class Program:
                 carry.num_divergent_warmup + jnp.where(in_warmup, diverging, 0),
                 carry.num_divergent + jnp.where(in_warmup, 0, diverging),
                 carry.num_steps_warmup + jnp.where(in_warmup, info.num_steps, 0),
+                window_update(
+                    carry.window,
+                    state.log_density,
+                    info.num_steps,
+                    getattr(parameters, "step_size", jnp.ones(())),
+                    in_warmup,
+                ),
             )
             return carry, draws
 

@@ -12,6 +12,7 @@ axes without a plate get ``{site}_dim_{i}``. Users can override both with ``dims
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jax
@@ -146,6 +147,16 @@ def mcmc_to_datatree(
     for name in getattr(ld, "enumerated_names", ()):
         if name in tree.posterior:  # drawn after sampling, not by the Markov chains
             tree.posterior[name].attrs["ppl_enumerated"] = 1
+    if getattr(mcmc, "rescue", None) is not None and "sample_stats" in tree.children:
+        # the chains restarted during warmup (ppl.infer.driver.rescue), as JSON
+        records = [r.as_dict() for r in getattr(mcmc, "rescues", [])]
+        tree["sample_stats"].attrs["ppl_rescues"] = json.dumps(records)
+    kernel = getattr(mcmc, "kernel", None)
+    if getattr(kernel, "switches_metric", False) and "sample_stats" in tree.children:
+        switched = mcmc.metric_switched
+        tree["sample_stats"].attrs["ppl_metric"] = (
+            "diag" if switched is None else f"low_rank (from warmup iteration {switched})"
+        )
     return tree
 
 

@@ -6,16 +6,21 @@ For a Gaussian target with covariance ``Σ``, draws have covariance ``Σ`` and g
 and it settles after a few dozen draws because every gradient carries curvature information
 (Seyboldt et al., nutpie; the Rust core is nuts-rs). This module provides:
 
-- :class:`DrawGradStats` and its pure functions: weighted Welford estimators of the draws'
-  and the gradients' variances, and :func:`grad_diagonal`, the diagonal inverse mass matrix.
+- (from :mod:`ppl.infer.warmup.draw_grad`, re-exported here) :class:`DrawGradStats` and
+  its pure functions: weighted Welford estimators of the draws' and the gradients'
+  variances; :func:`grad_diagonal`, the diagonal inverse mass matrix of the early window,
+  and :func:`bounded_diagonal`, the same raised where the draws' variance exceeds it many
+  times, the diagonal after the early window (the gradient-based estimate falls far below
+  the marginal variance of coordinates tied to others, e.g. hierarchical scales).
 - :func:`grad_window_schedule`: nutpie's schedule as per-iteration flags. Two estimators run
   side by side, a foreground one that sets the metric after every draw and a background one
   that starts empty; every ``early_switch_freq`` draws during the first ``early_window`` of
   warmup (later after windows growing from ``switch_freq`` by ``window_growth``) the
   background becomes the foreground and a new background starts, so early, poor draws are
   forgotten quickly. The last ``step_size_window`` of warmup keeps the metric fixed and only
-  settles the step size; dual averaging runs on through it (not restarted), on the symmetric
-  acceptance statistic once no further window fits.
+  settles the step size: dual averaging restarts where it begins (as after Stan's last slow
+  window; nuts-rs runs on through it), and takes the symmetric acceptance statistic once no
+  further window fits.
 - :func:`nutpie_warmup`: the per-chain warmup as a :class:`ppl.infer.base.Warmup`, the
   protocol the driver runs; with a low-rank or dense metric its estimates come from
   :mod:`ppl.infer.warmup.low_rank`, the step size from :mod:`ppl.infer.warmup.step_size`.
@@ -36,7 +41,15 @@ from jax import Array
 
 from ppl.infer.base import StepParameters, Warmup
 from ppl.infer.core.metrics import LowRankInverseMass, low_rank_to_dense
-from ppl.infer.warmup.low_rank import DIAG_MAX, DIAG_MIN, LowRankSettings, low_rank_metric
+from ppl.infer.warmup.draw_grad import (
+    DrawGradStats,
+    bounded_diagonal,
+    grad_diagonal,
+    initial_diagonal,
+    stats_init,
+    stats_update,
+)
+from ppl.infer.warmup.low_rank import LowRankSettings, low_rank_metric
 from ppl.infer.warmup.step_size import (
     DualAveragingState,
     dual_averaging,
@@ -52,6 +65,7 @@ __all__ = [
     "NutpieSchedule",
     "NutpieWarmupState",
     "buffer_size",
+    "bounded_diagonal",
     "grad_diagonal",
     "grad_window_schedule",
     "initial_diagonal",
@@ -60,79 +74,10 @@ __all__ = [
     "stats_update",
 ]
 
-METRICS = ("diag", "low_rank", "dense")
+METRICS = ("auto", "diag", "low_rank", "dense")
 
-
-# --------------------------------------------------------------------------------------------
-# Running estimators of draws and gradients
-# --------------------------------------------------------------------------------------------
-
-
-class DrawGradStats(NamedTuple):
-    """Weighted Welford estimators of the draws' and the gradients' per-coordinate variance.
-
-    Attributes:
-        count: scalar, the sum of the weights (the number of draws taken).
-        mean_x, m2_x: ``(dim,)`` mean and sum of squared deviations of the draws.
-        mean_g, m2_g: ``(dim,)`` the same for the gradients.
-    """
-
-    count: Array
-    mean_x: Array
-    m2_x: Array
-    mean_g: Array
-    m2_g: Array
-
-
-def stats_init(dim: int, dtype: Any) -> DrawGradStats:
-    """Empty estimators for ``dim`` coordinates."""
-    zero = jnp.zeros(dim, dtype)
-    return DrawGradStats(jnp.zeros((), dtype), zero, zero, zero, zero)
-
-
-def stats_update(stats: DrawGradStats, x: Array, g: Array, weight: Array) -> DrawGradStats:
-    """Add a draw ``x (dim,)`` and its gradient ``g (dim,)`` with ``weight`` 0 or 1.
-
-    A zero weight (e.g. a divergent transition, or a non-finite gradient) leaves the estimators
-    unchanged.
-    """
-    weight = jnp.asarray(weight, stats.count.dtype) * (
-        jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(g))
-    )
-    x = jnp.where(weight > 0, x, stats.mean_x)
-    g = jnp.where(weight > 0, g, stats.mean_g)
-    count = stats.count + weight
-    frac = jnp.where(count > 0, weight / jnp.maximum(count, 1.0), 0.0)
-    dx = x - stats.mean_x
-    dg = g - stats.mean_g
-    mean_x = stats.mean_x + frac * dx
-    mean_g = stats.mean_g + frac * dg
-    return DrawGradStats(
-        count,
-        mean_x,
-        stats.m2_x + weight * dx * (x - mean_x),
-        mean_g,
-        stats.m2_g + weight * dg * (g - mean_g),
-    )
-
-
-def grad_diagonal(stats: DrawGradStats) -> Array:
-    """nutpie's diagonal inverse mass matrix ``sqrt(Var(x) / Var(g))``, shape ``(dim,)``.
-
-    Coordinates where the ratio is not a positive finite number (e.g. a coordinate that never
-    moved and whose gradient never changed) get 1; the rest are clipped to ``[1e-20, 1e20]``.
-    """
-    ratio = jnp.sqrt(stats.m2_x / stats.m2_g)
-    ratio = jnp.where(jnp.isfinite(ratio) & (ratio > 0), ratio, 1.0)
-    return jnp.clip(ratio, DIAG_MIN, DIAG_MAX)
-
-
-def initial_diagonal(grad: Array) -> Array:
-    """The inverse mass diagonal before any draw: ``1/|∇log π(x₀)|`` (1 where that is not finite
-    and positive), clipped to ``[1e-20, 1e20]``. Shape ``(dim,)``."""
-    inv = 1.0 / jnp.abs(grad)
-    inv = jnp.where(jnp.isfinite(inv) & (inv > 0), inv, 1.0)
-    return jnp.clip(inv, DIAG_MIN, DIAG_MAX)
+#: the early window's share of warmup (grad_window_schedule's default)
+EARLY_WINDOW = 0.3
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +101,11 @@ class NutpieSchedule(NamedTuple):
         late: bool, dual averaging takes the symmetric acceptance statistic after the
             iteration (``acceptance_sym``): from where no further switch fits before the final
             window, as in nuts-rs.
+        adapt: bool, True on every warmup iteration. The driver pads every flag with False
+            after warmup; ``after`` changes nothing where ``adapt`` is False, so the driver
+            may call it on every iteration instead of inside a conditional (which would copy
+            the whole warmup state, low-rank buffer included, on every iteration).
+            :func:`nutpie_warmup` drops it (``None``) for the diagonal and "auto" metrics.
     """
 
     collect: np.ndarray
@@ -164,6 +114,7 @@ class NutpieSchedule(NamedTuple):
     restart: np.ndarray
     fg_start: np.ndarray
     late: np.ndarray
+    adapt: np.ndarray | None = None
 
 
 def grad_window_schedule(
@@ -174,6 +125,7 @@ def grad_window_schedule(
     switch_freq: int = 80,
     window_growth: float = 1.5,
     update_every: int = 10,
+    final_restart: bool = True,
 ) -> NutpieSchedule:
     """nutpie's warmup schedule (nuts-rs defaults) as per-iteration flags.
 
@@ -185,8 +137,9 @@ def grad_window_schedule(
     window, the background becomes the foreground and a new empty background starts. The
     metric is recomputed from the foreground after every draw (the low-rank one at switches
     and every ``update_every`` draws) once it holds 3 draws. The step-size heuristic runs and
-    dual averaging starts at iteration 0 and again after the first metric update; dual
-    averaging then runs to the end of warmup, whose averaged step size is used for sampling.
+    dual averaging starts at iteration 0, again after the first metric update and (with
+    ``final_restart``) where the final window begins, whose metric stays fixed; its averaged
+    step size at the end of warmup is used for sampling.
 
     Args:
         num_warmup: number of warmup iterations (a Python int ≥ 0).
@@ -195,6 +148,12 @@ def grad_window_schedule(
             the first window after the early phase).
         window_growth: factor (≥ 1) by which each later window exceeds the one before.
         update_every: cadence of low-rank recomputation, in draws.
+        final_restart: restart the step-size heuristic and dual averaging where the final
+            window begins (as Stan does after its last slow window); ``False``: dual
+            averaging runs on to the end of warmup, as nuts-rs's does. The restart gives a
+            smaller, more conservative sampling step size (its short average ends biased
+            low, as Stan's does): on funnel-like posteriors (a horseshoe) it avoids chains
+            sticking with many divergences; on smooth ones it costs some ESS per gradient.
 
     Returns:
         A :class:`NutpieSchedule`.
@@ -244,8 +203,9 @@ def grad_window_schedule(
             first_update_done = True
     if 0 < final_start < n:
         update[final_start - 1] = True
+        restart[final_start] |= final_restart
     fg_start[final_start:] = fg_begin
-    return NutpieSchedule(collect, switch, update, restart, fg_start, late)
+    return NutpieSchedule(collect, switch, update, restart, fg_start, late, np.ones(n, bool))
 
 
 def buffer_size(schedule: NutpieSchedule) -> int:
@@ -291,6 +251,11 @@ class NutpieWarmupState(NamedTuple):
         hold_until: int32, the first iteration whose draw may feed the estimators again after
             a reset (see :func:`nutpie_warmup`); 0 otherwise.
         resets: int32, the resets so far.
+        low_rank_on: bool, the low-rank correction is estimated and used (always with
+            ``metric="low_rank"`` or ``"dense"``; with ``"auto"`` once the driver switched
+            the run, see :func:`~ppl.infer.warmup.auto_metric.auto_wants_low_rank`).
+        diagonal: ``metric="auto"``: the ``(dim,)`` diagonal metric its diagonal view
+            samples with (``None`` otherwise).
     """
 
     step_size: Array
@@ -301,6 +266,8 @@ class NutpieWarmupState(NamedTuple):
     buffer: DrawGradBuffer | None
     hold_until: Array
     resets: Array
+    low_rank_on: Array
+    diagonal: Any = None
 
 
 def nutpie_warmup(
@@ -314,6 +281,9 @@ def nutpie_warmup(
     saturation_steps: int | None = None,
     hold: int = 50,
     max_resets: int = 2,
+    max_scaled_variance: float | None = 2.0,
+    final_restart: bool = True,
+    auto_view: str = "diag",
 ) -> Warmup:
     """nutpie's gradient-based warmup as a :class:`~ppl.infer.base.Warmup` for HMC and NUTS.
 
@@ -338,9 +308,14 @@ def nutpie_warmup(
     Args:
         num_warmup: warmup iterations (a Python int; sets the schedule).
         dim: the dimension of the target (sizes the low-rank estimate).
-        metric: "diag", "low_rank" (nutpie's diagonal plus low-rank correction) or "dense"
+        metric: "diag", "low_rank" (nutpie's diagonal plus low-rank correction), "dense"
             (the low-rank estimator at full rank, kept as a dense matrix so that each
-            leapfrog is one matrix-vector product).
+            leapfrog is one matrix-vector product) or "auto": the diagonal metric (in the
+            low-rank form, with an inert correction) until, where a window ends after the
+            early window (with at least 40 draws in the foreground), the draws' correlations
+            stand well above
+            noise (:func:`correlation_excess` > 4); from then on the low-rank metric, as
+            "low_rank" estimates it. No host computation runs before the switch.
         low_rank: the :class:`~ppl.infer.warmup.low_rank.LowRankSettings` of "low_rank" and
             "dense" (default settings if ``None``; "dense" takes rank ``dim``, cutoff 1).
         initial_step_size: where the first step-size heuristic starts.
@@ -349,12 +324,30 @@ def nutpie_warmup(
             reset, e.g. for static HMC).
         hold: iterations on the identity metric after a reset.
         max_resets: the most resets per chain.
+        max_scaled_variance: after the early window, the diagonal metric is
+            :func:`bounded_diagonal` with this bound on the preconditioned marginal variances
+            (``None``: nutpie's :func:`grad_diagonal` throughout). The early window (the
+            first ``0.3 num_warmup`` iterations, short windows, a chain still in its
+            transient) always uses the gradient-based one. The low-rank and dense metrics
+            are unaffected.
+        final_restart: see :func:`grad_window_schedule`.
+        auto_view: ``metric="auto"`` only: "diag", the warmup that gives the kernel the
+            diagonal metric and runs no host computation (its state keeps the recent draws
+            in the low-rank buffer), or "low_rank", the same state read as the low-rank
+            metric and updated as ``metric="low_rank"`` does. The two share one state
+            layout: the driver runs the diagonal view and switches a run to the low-rank one
+            between chunks of warmup, once a chain's buffer passes
+            :func:`~ppl.infer.warmup.auto_metric.auto_wants_low_rank`
+            (:mod:`ppl.infer.driver.chains`). Until the switch the draws are those of
+            ``metric="diag"``.
 
     Returns:
         A ``Warmup`` whose ``parameters`` are :class:`~ppl.infer.base.StepParameters`.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if max_scaled_variance is not None and not max_scaled_variance > 0:
+        raise ValueError(f"max_scaled_variance must be > 0, got {max_scaled_variance!r}")
     settings = LowRankSettings() if low_rank is None else low_rank
     if metric == "diag":
         low_rank, update_every = None, 1
@@ -365,7 +358,20 @@ def nutpie_warmup(
         low_rank = settings._replace(rank=min(settings.rank, dim))
         update_every = low_rank.update_every
     dense = metric == "dense"
-    schedule = grad_window_schedule(num_warmup, update_every=update_every)
+    auto = metric == "auto"
+    if auto_view not in ("diag", "low_rank"):
+        raise ValueError(f"auto_view must be 'diag' or 'low_rank', got {auto_view!r}")
+    diagonal_view = auto and auto_view == "diag"
+    schedule = grad_window_schedule(
+        num_warmup, update_every=update_every, final_restart=final_restart
+    )
+    if low_rank is None or auto:
+        # the driver's conditional around after() costs less than running it (inert) on
+        # every sampling iteration (measured: eight schools, a 100-d Gaussian); with the
+        # low-rank metric's host updates in after() it is the other way
+        schedule = schedule._replace(adapt=None)
+    # the early window's end, as grad_window_schedule's default early_window computes it
+    early_end = int(EARLY_WINDOW * int(num_warmup))
     buffer_rows = buffer_size(schedule)
     da = dual_averaging(target_accept=target_accept)
 
@@ -401,21 +407,31 @@ def nutpie_warmup(
             buffer=buffer,
             hold_until=jnp.zeros((), jnp.int32),
             resets=jnp.zeros((), jnp.int32),
+            low_rank_on=jnp.asarray(metric in ("low_rank", "dense")),
+            diagonal=diag if auto else None,
         )
 
     def before(key, w, state, iteration, flags, logdensity_fn) -> NutpieWarmupState:
         key_heuristic = jax.random.split(key)[1]
 
-        def restart(w: NutpieWarmupState) -> NutpieWarmupState:
+        def restart(step: tuple) -> tuple:
+            metric = w.diagonal if diagonal_view else w.inverse_mass_matrix
             step_size = find_reasonable_step_size(
-                key_heuristic, state, logdensity_fn, w.inverse_mass_matrix, w.step_size
+                key_heuristic, state, logdensity_fn, metric, step[0]
             )
-            return w._replace(step_size=step_size, dual_averaging=da.init(step_size))
+            return step_size, da.init(step_size)
 
-        return jax.lax.cond(flags.restart, restart, lambda w: w, w)
+        # the conditional carries the step size only (not the whole state and its buffers)
+        step_size, da_state = jax.lax.cond(
+            flags.restart, restart, lambda step: step, (w.step_size, w.dual_averaging)
+        )
+        return w._replace(step_size=step_size, dual_averaging=da_state)
 
     def parameters(w, iteration, in_warmup) -> StepParameters:
-        return step_parameters(w, in_warmup)
+        out = step_parameters(w, in_warmup)
+        if diagonal_view:
+            out = out._replace(inverse_mass_matrix=w.diagonal)
+        return out
 
     def after(w, previous, state, info, iteration, flags) -> NutpieWarmupState:
         collect = flags.collect
@@ -426,19 +442,28 @@ def nutpie_warmup(
                 & (iteration >= w.hold_until)
                 & (w.resets < max_resets)
             )
-            w = jax.lax.cond(
+            big = None if w.buffer is None else (w.buffer.draws, w.buffer.grads)
+            small = w if big is None else w._replace(buffer=w.buffer._replace(draws=0, grads=0))
+            small = jax.lax.cond(
                 jnp.any(reset),  # cheap test first: resets are rare
                 lambda w: _reset(w, reset, iteration + hold, da),
                 lambda w: w,
-                w,
+                small,
+            )
+            w = (
+                small
+                if big is None
+                else small._replace(buffer=small.buffer._replace(draws=big[0], grads=big[1]))
             )
         collect = collect & (iteration >= w.hold_until)
         acceptance = jnp.where(flags.late, info.acceptance_sym, info.acceptance_rate)
         da_state = da.update(w.dual_averaging, acceptance)
-        w = w._replace(
-            step_size=jnp.exp(da_state.log_step_size).astype(w.step_size.dtype),
-            dual_averaging=da_state,
+        adapt = True if flags.adapt is None else flags.adapt
+        da_state = jax.tree.map(
+            lambda new, old: jnp.where(adapt, new, old), da_state, w.dual_averaging
         )
+        step_size = jnp.exp(da_state.log_step_size).astype(w.step_size.dtype)
+        w = w._replace(step_size=jnp.where(adapt, step_size, w.step_size), dual_averaging=da_state)
         weight = (collect & ~info.diverging).astype(state.position.dtype)
         fg = stats_update(w.foreground, state.position, state.grad, weight)
         bg = stats_update(w.background, state.position, state.grad, weight)
@@ -446,38 +471,53 @@ def nutpie_warmup(
         fg = jax.tree.map(lambda old, new: jnp.where(flags.switch, new, old), fg, bg)
         bg = jax.tree.map(lambda old, new: jnp.where(flags.switch, new, old), bg, empty)
         w = w._replace(foreground=fg, background=bg)
-        if low_rank is None:
-            new_metric = grad_diagonal(fg).astype(state.position.dtype)
-            metric = jnp.where(collect & (fg.count >= 3), new_metric, w.inverse_mass_matrix)
-            return w._replace(inverse_mass_matrix=metric)
+        if low_rank is None or auto:
+            new_metric = grad_diagonal(fg)
+            if max_scaled_variance is not None:
+                bounded = bounded_diagonal(fg, max_scaled_variance)
+                new_metric = jnp.where(iteration >= early_end, bounded, new_metric)
+            new_metric = new_metric.astype(state.position.dtype)
+            set_diagonal = collect & (fg.count >= 3)
+            if low_rank is None:
+                metric = jnp.where(set_diagonal, new_metric, w.inverse_mass_matrix)
+                return w._replace(inverse_mass_matrix=metric)
+            # auto: the diagonal view's metric until the low-rank correction is on (the
+            # driver starts the low-rank view's metric from it when it switches)
+            diagonal = jnp.where(set_diagonal & ~w.low_rank_on, new_metric, w.diagonal)
+            w = w._replace(diagonal=diagonal)
         buf = w.buffer
         rows = buf.stamp.shape[0]
         slot = (iteration + 1) % rows  # row 0 holds the initial point until it is overwritten
         keep = collect
+        # one row written in place (a where over the whole buffer would copy it every draw)
         buf = DrawGradBuffer(
-            draws=jnp.where(keep, buf.draws.at[slot].set(state.position), buf.draws),
-            grads=jnp.where(keep, buf.grads.at[slot].set(state.grad), buf.grads),
-            stamp=jnp.where(keep, buf.stamp.at[slot].set(iteration.astype(jnp.int32)), buf.stamp),
-            weight=jnp.where(keep, buf.weight.at[slot].set(weight), buf.weight),
+            draws=buf.draws.at[slot].set(jnp.where(keep, state.position, buf.draws[slot])),
+            grads=buf.grads.at[slot].set(jnp.where(keep, state.grad, buf.grads[slot])),
+            stamp=buf.stamp.at[slot].set(
+                jnp.where(keep, iteration.astype(jnp.int32), buf.stamp[slot])
+            ),
+            weight=buf.weight.at[slot].set(jnp.where(keep, weight, buf.weight[slot])),
         )
         w = w._replace(buffer=buf)
+        if diagonal_view:
+            return w  # no host computation: the driver judges the buffer between chunks
 
-        def recompute(w: NutpieWarmupState) -> NutpieWarmupState:
+        def recompute(current: Any) -> Any:
             member = (w.buffer.stamp >= flags.fg_start) & (w.buffer.stamp > -2)
             weights = w.buffer.weight * member
             metric = low_rank_metric(w.buffer.draws, w.buffer.grads, weights, low_rank)
             if dense:
                 metric = low_rank_to_dense(metric)
             usable = (jnp.sum(weights) >= 3) & (iteration >= w.hold_until)
-            metric = jax.tree.map(
-                lambda new, old: jnp.where(usable, new, old), metric, w.inverse_mass_matrix
-            )
-            return w._replace(inverse_mass_matrix=metric)
+            return jax.tree.map(lambda new, old: jnp.where(usable, new, old), metric, current)
 
-        return jax.lax.cond(flags.update, recompute, lambda w: w, w)
+        # the conditional carries the metric only (the buffer is read, not copied)
+        metric = jax.lax.cond(flags.update, recompute, lambda m: m, w.inverse_mass_matrix)
+        return w._replace(inverse_mass_matrix=metric)
 
     def final(w):
-        return sampling_step_parameters(w)
+        step_size, metric = sampling_step_parameters(w)
+        return step_size, (w.diagonal if diagonal_view else metric)
 
     return Warmup(schedule, init, before, parameters, after, final)
 
@@ -512,4 +552,5 @@ def _reset(w: NutpieWarmupState, reset: Array, hold_until: Array, da) -> NutpieW
         buffer=buffer,
         hold_until=jnp.where(reset, hold_until.astype(jnp.int32), w.hold_until),
         resets=w.resets + reset.astype(jnp.int32),
+        diagonal=None if w.diagonal is None else pick(jnp.ones(dim, dtype), w.diagonal),
     )

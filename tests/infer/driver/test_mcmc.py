@@ -226,11 +226,11 @@ def test_an_error_in_one_chain_group_stops_the_run(monkeypatch):
     original = mcmc_module.ChainRun.run_segment
     calls = []
 
-    def failing(self, segment, report, stop=None, advance=None):
+    def failing(self, segment, report, stop=None, advance=None, until=None):
         calls.append(segment)
         if len(calls) == 1:
             raise FloatingPointError("boom in group 1")
-        return original(self, segment, report, stop, advance)
+        return original(self, segment, report, stop, advance, until)
 
     monkeypatch.setattr(mcmc_module.ChainRun, "run_segment", failing)
     mcmc = MCMC(

@@ -10,6 +10,7 @@ from ppl.infer.core import metrics
 from ppl.infer.core.metrics import LowRankInverseMass, low_rank_to_dense
 from ppl.infer.warmup.low_rank import LowRankSettings, low_rank_metric, spd_mean
 from ppl.infer.warmup.nutpie import (
+    bounded_diagonal,
     buffer_size,
     grad_diagonal,
     grad_window_schedule,
@@ -60,6 +61,23 @@ def test_grad_diagonal_is_exact_for_independent_gaussian():
     xs = np.random.default_rng(1).normal(size=(5, 7)) * sigma
     stats = _stats_of(xs, -xs / sigma**2, np.ones(5))
     np.testing.assert_allclose(grad_diagonal(stats), sigma**2, rtol=1e-10)
+
+
+def test_bounded_diagonal_keeps_independent_coordinates_and_bounds_tied_ones():
+    # independent Gaussian coordinates: Var(x) Var(g) = 1, the exact gradient-based estimate stays
+    sigma = np.logspace(-2, 2, 7)
+    xs = np.random.default_rng(1).normal(size=(400, 7)) * sigma
+    stats = _stats_of(xs, -xs / sigma**2, np.ones(400))
+    np.testing.assert_allclose(bounded_diagonal(stats), sigma**2, rtol=1e-10)
+    # a strongly correlated pair (rho = 0.999): sqrt(Var x / Var g) = sqrt(1 - rho²) Σ_ii, about
+    # Σ_ii / 22, far below the marginal variance; the bound lifts it to Var(x) / 2
+    cov = np.array([[1.0, 0.999], [0.999, 1.0]]) * np.array([[4.0, 2.0], [2.0, 1.0]])
+    xs = np.random.default_rng(2).multivariate_normal(np.zeros(2), cov, size=4000)
+    stats = _stats_of(xs, -xs @ np.linalg.inv(cov), np.ones(4000))
+    var_x = xs.var(0, ddof=1)
+    assert np.all(grad_diagonal(stats) < var_x / 10)
+    np.testing.assert_allclose(bounded_diagonal(stats), var_x / 2, rtol=1e-10)
+    np.testing.assert_allclose(bounded_diagonal(stats, 1.0), var_x, rtol=1e-10)
 
 
 def test_grad_diagonal_and_initial_diagonal_fall_back_to_one():
@@ -177,9 +195,15 @@ def test_grad_window_schedule_structure(num_warmup):
     assert not s.switch[final_start:].any()
     if num_warmup:
         assert s.restart[0]
-    # dual averaging restarts only after the first metric update: it runs on through the
-    # final window, as nuts-rs's does
-    assert s.restart.sum() <= 2 and not s.restart[3:].any()
+    # dual averaging restarts after the first metric update and where the final window (fixed
+    # metric) begins; without final_restart it runs on through the final window, as nuts-rs's
+    restarts = np.flatnonzero(s.restart)
+    if 0 < final_start < num_warmup:
+        assert s.restart[final_start]
+        restarts = restarts[restarts != final_start]
+    assert restarts.size <= 2 and not np.any(restarts >= 3)
+    plain = grad_window_schedule(num_warmup, final_restart=False)
+    np.testing.assert_array_equal(plain.restart, s.restart & (np.arange(num_warmup) < 3))
     if num_warmup >= 10:
         assert s.update[final_start - 1]  # the final-window metric is fresh
     # every switch leaves at least 10 (early) or 80, 120, 180, ... (later) draws in the new
@@ -205,7 +229,7 @@ def test_grad_window_schedule_1000_matches_nutpie_cadence():
     # final 15%, so the last foreground (the background begun at 379) grows to the end of
     # collection
     assert list(switches[-3:]) == [298, 378, 498]
-    assert list(np.flatnonzero(s.restart)) == [0, 2]
+    assert list(np.flatnonzero(s.restart)) == [0, 2, 850]
     assert buffer_size(s) == 850 - 379 + 1
     # dual averaging takes the symmetric statistic from where the next window (270 draws
     # after the switch at 498) no longer fits before the final window, to the end
@@ -272,9 +296,12 @@ def test_kernel_settings_are_checked():
         NUTS(logdensity_fn=f, metric="low_rank", adaptation="stan")
     with pytest.raises(ValueError, match="contradicts"):
         NUTS(logdensity_fn=f, metric="low_rank", dense_mass=True)
-    with pytest.raises(ValueError, match="apply to metric='low_rank'"):
-        NUTS(logdensity_fn=f, low_rank=LowRankSettings())
+    with pytest.raises(ValueError, match="apply to metric='low_rank' or 'auto'"):
+        NUTS(logdensity_fn=f, metric="diag", low_rank=LowRankSettings())
     assert NUTS(logdensity_fn=f, dense_mass=True).metric == "dense"
+    assert NUTS(logdensity_fn=f).metric == "auto"  # the default
+    assert NUTS(logdensity_fn=f, low_rank=LowRankSettings(rank=4)).metric == "auto"
+    assert NUTS(logdensity_fn=f, adaptation="stan").metric == "diag"  # auto with Stan's
 
 
 @pytest.mark.parametrize("low_rank", [None, LowRankSettings(rank=2)])
