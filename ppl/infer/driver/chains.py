@@ -343,11 +343,9 @@ class ChainRun:
             self.maybe_switch_metric(stop)
 
     def maybe_switch_metric(self, iteration: int) -> bool:
-        """``metric="auto"``: once any chain's draws since the early window (its low-rank
-        buffer) show correlations worth the low-rank metric
-        (:func:`ppl.infer.warmup.auto_metric.auto_wants_low_rank`), every chain goes on with the
-        program whose warmup estimates and uses it (the low-rank view of
-        :func:`ppl.infer.warmup.nutpie.nutpie_warmup`), from this iteration of warmup."""
+        """``metric="auto"``: once a chain's draws since the early window show correlations
+        worth it (:func:`ppl.infer.warmup.auto_metric.auto_wants_low_rank`), every chain goes
+        on with the low-rank view of :func:`ppl.infer.warmup.nutpie.nutpie_warmup`."""
         from ppl.infer.warmup import auto_metric, nutpie
 
         since = int(nutpie.EARLY_WINDOW * self.sizes.num_warmup)
@@ -414,7 +412,7 @@ class ChainRun:
             records.append(rescue.Rescue(chain, iteration, donor, reason))
         for segment in segments:
             carry = segment.carry
-            carry = carry._replace(window=jax.tree.map(jnp.zeros_like, carry.window))
+            carry = carry._replace(window=_zeros(carry.window))  # one dispatch, not one per leaf
             if self.sizes.mesh is not None:
                 (carry,) = shard_chains((carry,), self.sizes.mesh, self.sizes.num_chains)
             segment.carry = carry
@@ -588,6 +586,9 @@ def _join_segments(trees: list, stack: bool) -> Any:
     compiled call (a run's results, whatever their number of leaves)."""
     join = jnp.stack if stack else jnp.concatenate
     return jax.tree.map(lambda *xs: join(xs), *trees)
+
+
+_zeros = jax.jit(lambda tree: jax.tree.map(jnp.zeros_like, tree))  # one dispatch for all
 
 
 def _abstract(tree: Any) -> Any:
