@@ -31,10 +31,8 @@ the installed ppl has it). See ``benchmarks/README.md``, section "Hard posterior
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -780,13 +778,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"a sampler is given twice: {keys}")
 
     jax.config.update("jax_enable_x64", True)  # before any array is made
-    from benchmarks.harness import machine_info, write_json
+    from benchmarks.harness import machine_info, report_header, write_json
 
     report: dict[str, Any] = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(
-            ["python -m benchmarks.hard", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        **report_header("python -m benchmarks.hard", argv),
         "settings": {
             **settings,
             "quick": args.quick,

@@ -375,6 +375,16 @@ def _json_clean(value: Any) -> Any:
     return value
 
 
+def report_header(program: str, argv: list[str] | None) -> dict[str, str]:
+    """A JSON report's ``created`` (UTC, ISO 8601) and ``command`` (``program`` and its
+    arguments, ``sys.argv`` when ``argv`` is None) fields."""
+    arguments = argv if argv is not None else sys.argv[1:]
+    return {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([program, *arguments]),
+    }
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_json_clean(report), indent=1, allow_nan=False) + "\n")
@@ -490,10 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"notice: skipping {spec.key}: {skipped[spec.key]}", flush=True)
 
     report: dict[str, Any] = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(
-            ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        **report_header("python -m benchmarks", argv),
         "settings": {
             **settings,
             "quick": args.quick,

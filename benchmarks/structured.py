@@ -40,7 +40,6 @@ section "Structured models".
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
@@ -704,7 +703,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return 0
 
-    from benchmarks.harness import compute_ratios, machine_info, max_abs_z, write_json
+    from benchmarks.harness import (
+        compute_ratios,
+        machine_info,
+        max_abs_z,
+        report_header,
+        write_json,
+    )
     from benchmarks.samplers import parse_sampler
 
     base = QUICK if args.quick else FULL
@@ -741,10 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"sampler(s) {bad} not in this benchmark; choose from {list(SAMPLERS)}")
 
     report: dict[str, Any] = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(
-            ["python -m benchmarks.structured", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        **report_header("python -m benchmarks.structured", argv),
         "settings": {
             **settings,
             "quick": args.quick,

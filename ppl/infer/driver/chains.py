@@ -360,9 +360,10 @@ class ChainRun:
             draws = np.asarray(draws).reshape(-1, *buffer.draws.shape[-2:])
             stamps = np.asarray(stamps).reshape(draws.shape[0], -1)
             weights = np.asarray(weights).reshape(draws.shape[0], -1)
-            for c in range(draws.shape[0]):
-                one = nutpie.DrawGradBuffer(draws[c], None, stamps[c], weights[c])
-                wanted = wanted or auto_metric.auto_wants_low_rank(one, since)
+            wanted = wanted or any(
+                auto_metric.auto_wants_low_rank(draws[c], stamps[c], weights[c], since)
+                for c in range(draws.shape[0])
+            )
         if not wanted:
             return False
         self.fns = self.switch_metric()
@@ -371,10 +372,7 @@ class ChainRun:
             warm = carry.warmup  # a NutpieWarmupState of metric="auto"
             # the low-rank metric starts as the diagonal the chain sampled with
             metric = warm.inverse_mass_matrix._replace(scale=jnp.sqrt(warm.diagonal))
-            warm = warm._replace(
-                low_rank_on=jnp.ones_like(warm.low_rank_on), inverse_mass_matrix=metric
-            )
-            segment.carry = carry._replace(warmup=warm)
+            segment.carry = carry._replace(warmup=warm._replace(inverse_mass_matrix=metric))
         self.metric_switched = iteration
         return True
 
@@ -441,17 +439,18 @@ class ChainRun:
             with concurrent.futures.ThreadPoolExecutor(
                 len(segments), thread_name_prefix="ppl-chains"
             ) as pool:
-                for stop_at in self.stops():
-                    if all(s.next_iteration >= stop_at for s in segments):
-                        continue
-                    advance = self.compiled_advance(segments[0])  # the program may switch
-                    futures = [
-                        pool.submit(
-                            self.run_segment, seg, shared.reporter(g), stop, advance, stop_at
-                        )
-                        for g, seg in enumerate(segments)
-                    ]
-                    try:
+                futures: list = []
+                try:
+                    for stop_at in self.stops():
+                        if all(s.next_iteration >= stop_at for s in segments):
+                            continue
+                        advance = self.compiled_advance(segments[0])  # the program may switch
+                        futures = [
+                            pool.submit(
+                                self.run_segment, seg, shared.reporter(g), stop, advance, stop_at
+                            )
+                            for g, seg in enumerate(segments)
+                        ]
                         pending_futures = set(futures)
                         while pending_futures:  # short waits: Ctrl-C reaches this thread
                             done, pending_futures = concurrent.futures.wait(
@@ -459,16 +458,13 @@ class ChainRun:
                             )
                             if any(f.exception() is not None for f in done):
                                 break
-                    except BaseException:
-                        stop.set()  # the other groups stop after their current chunk
-                        concurrent.futures.wait(futures)
-                        raise
-                    failed = [f for f in futures if f.exception() is not None]
-                    if failed:
-                        stop.set()
-                        concurrent.futures.wait(futures)
-                        raise failed[0].exception()
-                    self._checkpoint(stop_at)
+                        failed = [f for f in futures if f.done() and f.exception()]
+                        if failed:  # the others stop after their current chunk (finally)
+                            raise failed[0].exception()
+                        self._checkpoint(stop_at)
+                finally:
+                    stop.set()  # the other groups stop after their current chunk
+                    concurrent.futures.wait(futures)
 
     def compiled_advance(self, segment: Segment) -> Callable:
         """``advance`` compiled ahead of time for this segment's inputs, in this thread.

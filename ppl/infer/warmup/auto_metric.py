@@ -73,13 +73,18 @@ def correlation_excess(draws: Any, weights: Any, iterations: int = 20) -> float:
     return largest / edge if math.isfinite(largest) else 0.0
 
 
-def auto_wants_low_rank(buffer: Any, since: int) -> bool:
-    """Whether one chain's recent draws (its low-rank buffer, a
-    :class:`~ppl.infer.warmup.nutpie.DrawGradBuffer` of host arrays, rows written at warmup
-    iteration ``since`` or later) show correlations worth the
-    low-rank metric: at least ``AUTO_MIN_DRAWS`` of them and :func:`correlation_excess`
-    above ``AUTO_GAIN``."""
-    weights = np.asarray(buffer.weight) * (np.asarray(buffer.stamp) >= since)
+def auto_wants_low_rank(draws: Any, stamp: Any, weight: Any, since: int) -> bool:
+    """Whether one chain's recent draws show correlations worth the low-rank metric: at least
+    ``AUTO_MIN_DRAWS`` usable rows written at warmup iteration ``since`` or later, and
+    :func:`correlation_excess` above ``AUTO_GAIN``.
+
+    Args:
+        draws: ``(rows, dim)``, the chain's low-rank buffer (host arrays).
+        stamp: ``(rows,)``, the warmup iteration that wrote each row.
+        weight: ``(rows,)``, 1 for a usable row, 0 otherwise.
+        since: the first warmup iteration counted.
+    """
+    weights = np.asarray(weight) * (np.asarray(stamp) >= since)
     if weights.sum() < AUTO_MIN_DRAWS:
         return False
-    return correlation_excess(buffer.draws, weights) > AUTO_GAIN
+    return correlation_excess(draws, weights) > AUTO_GAIN

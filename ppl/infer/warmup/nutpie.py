@@ -251,11 +251,9 @@ class NutpieWarmupState(NamedTuple):
         hold_until: int32, the first iteration whose draw may feed the estimators again after
             a reset (see :func:`nutpie_warmup`); 0 otherwise.
         resets: int32, the resets so far.
-        low_rank_on: bool, the low-rank correction is estimated and used (always with
-            ``metric="low_rank"`` or ``"dense"``; with ``"auto"`` once the driver switched
-            the run, see :func:`~ppl.infer.warmup.auto_metric.auto_wants_low_rank`).
         diagonal: ``metric="auto"``: the ``(dim,)`` diagonal metric its diagonal view
-            samples with (``None`` otherwise).
+            samples with, where the low-rank view's metric starts when the driver switches
+            (``None`` otherwise).
     """
 
     step_size: Array
@@ -266,7 +264,6 @@ class NutpieWarmupState(NamedTuple):
     buffer: DrawGradBuffer | None
     hold_until: Array
     resets: Array
-    low_rank_on: Array
     diagonal: Any = None
 
 
@@ -310,12 +307,9 @@ def nutpie_warmup(
         dim: the dimension of the target (sizes the low-rank estimate).
         metric: "diag", "low_rank" (nutpie's diagonal plus low-rank correction), "dense"
             (the low-rank estimator at full rank, kept as a dense matrix so that each
-            leapfrog is one matrix-vector product) or "auto": the diagonal metric (in the
-            low-rank form, with an inert correction) until, where a window ends after the
-            early window (with at least 40 draws in the foreground), the draws' correlations
-            stand well above
-            noise (:func:`correlation_excess` > 4); from then on the low-rank metric, as
-            "low_rank" estimates it. No host computation runs before the switch.
+            leapfrog is one matrix-vector product) or "auto": the diagonal metric until the
+            driver finds the draws' correlations worth the low-rank metric, then the
+            low-rank metric as "low_rank" estimates it (see ``auto_view``).
         low_rank: the :class:`~ppl.infer.warmup.low_rank.LowRankSettings` of "low_rank" and
             "dense" (default settings if ``None``; "dense" takes rank ``dim``, cutoff 1).
         initial_step_size: where the first step-size heuristic starts.
@@ -407,7 +401,6 @@ def nutpie_warmup(
             buffer=buffer,
             hold_until=jnp.zeros((), jnp.int32),
             resets=jnp.zeros((), jnp.int32),
-            low_rank_on=jnp.asarray(metric in ("low_rank", "dense")),
             diagonal=diag if auto else None,
         )
 
@@ -471,7 +464,7 @@ def nutpie_warmup(
         fg = jax.tree.map(lambda old, new: jnp.where(flags.switch, new, old), fg, bg)
         bg = jax.tree.map(lambda old, new: jnp.where(flags.switch, new, old), bg, empty)
         w = w._replace(foreground=fg, background=bg)
-        if low_rank is None or auto:
+        if low_rank is None or diagonal_view:
             new_metric = grad_diagonal(fg)
             if max_scaled_variance is not None:
                 bounded = bounded_diagonal(fg, max_scaled_variance)
@@ -481,10 +474,8 @@ def nutpie_warmup(
             if low_rank is None:
                 metric = jnp.where(set_diagonal, new_metric, w.inverse_mass_matrix)
                 return w._replace(inverse_mass_matrix=metric)
-            # auto: the diagonal view's metric until the low-rank correction is on (the
-            # driver starts the low-rank view's metric from it when it switches)
-            diagonal = jnp.where(set_diagonal & ~w.low_rank_on, new_metric, w.diagonal)
-            w = w._replace(diagonal=diagonal)
+            # auto, before the switch (the driver starts the low-rank metric from it)
+            w = w._replace(diagonal=jnp.where(set_diagonal, new_metric, w.diagonal))
         buf = w.buffer
         rows = buf.stamp.shape[0]
         slot = (iteration + 1) % rows  # row 0 holds the initial point until it is overwritten
