@@ -253,3 +253,8 @@ def test_rescues_survive_an_interrupt_and_a_resume_in_another_process(monkeypatc
     np.testing.assert_array_equal(
         np.asarray(other.get_samples(group_by_chain=True)["theta"]), reference
     )
+
+
+def test_bad_rescue_setting_is_a_clear_error():
+    with pytest.raises(TypeError, match="rescue must be True, False or a RescueSettings"):
+        MCMC(NUTS(logdensity_fn=_trap_logp), rescue="yes")
