@@ -55,7 +55,8 @@ class Kernel(NamedTuple):
 
 
 class Warmup(NamedTuple):
-    """The adaptation of a kernel's parameters, as a schedule and five pure functions.
+    """The adaptation of a kernel's parameters, as a schedule and five (or six) pure
+    functions.
 
     Attributes:
         schedule: a NamedTuple of numpy arrays of length ``num_warmup`` (per-iteration flags
@@ -73,6 +74,9 @@ class Warmup(NamedTuple):
             warmup_state``, after each warmup iteration's transition (not while sampling).
         final: ``final(warmup_state) -> (step_size, inverse_mass_matrix)``, what sampling
             uses, as the driver reports it.
+        chunk_end: ``chunk_end(warmup_state, next_iteration) -> warmup_state`` or ``None``:
+            after each chunk of iterations the driver runs (its stops end chunks), for work
+            too costly for every iteration, e.g. a judgement of the recent draws.
     """
 
     schedule: Any
@@ -81,6 +85,7 @@ class Warmup(NamedTuple):
     parameters: Callable[..., Any]
     after: Callable[..., Any]
     final: Callable[[Any], tuple[Array, Any]]
+    chunk_end: Callable[..., Any] | None = None
 
 
 class StepParameters(NamedTuple):

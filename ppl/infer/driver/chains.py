@@ -37,6 +37,7 @@ from jax.sharding import Mesh, PartitionSpec
 from ppl.infer.driver import rescue, sharding
 from ppl.infer.driver.program import ChainCarry, Draws, Program, SamplingState
 from ppl.infer.driver.progress import Progress, SharedProgress, next_chunk
+from ppl.infer.warmup import auto_metric, nutpie
 
 __all__ = [
     "CHAIN_METHODS",
@@ -327,9 +328,8 @@ class ChainRun:
         points: set[int] = set()
         if self.rescue is not None:
             points.update(rescue.check_iterations(self.sizes.num_warmup, self.rescue))
-        if self.switch_metric is not None:
-            defaults = rescue.RescueSettings()
-            points.update(rescue.check_iterations(self.sizes.num_warmup, defaults))
+        if self.switch_metric is not None:  # after each iteration where the warmup judges
+            points.update(i + 1 for i in auto_metric.judge_iterations(*self._auto_window()))
         return (*sorted(points), total)
 
     def _checkpoint(self, stop: int) -> None:
@@ -342,28 +342,19 @@ class ChainRun:
         if self.switch_metric is not None and self.metric_switched is None:
             self.maybe_switch_metric(stop)
 
+    def _auto_window(self) -> tuple[int, int]:
+        """``(num_warmup, since)`` of ``metric="auto"``'s judgements."""
+        num_warmup = self.sizes.num_warmup
+        return num_warmup, int(nutpie.EARLY_WINDOW * num_warmup)
+
     def maybe_switch_metric(self, iteration: int) -> bool:
         """``metric="auto"``: once a chain's draws since the early window show correlations
         worth it (:func:`ppl.infer.warmup.auto_metric.auto_wants_low_rank`), every chain goes
         on with the low-rank view of :func:`ppl.infer.warmup.nutpie.nutpie_warmup`."""
-        from ppl.infer.warmup import auto_metric, nutpie
-
-        since = int(nutpie.EARLY_WINDOW * self.sizes.num_warmup)
-        if iteration < since:
-            return False
-        wanted = False
-        for segment in self.segments:
-            buffer = segment.carry.warmup.buffer
-            if buffer.draws.shape[-1] > auto_metric.AUTO_MAX_DIM:
-                return False
-            draws, stamps, weights = sharding.to_host((buffer.draws, buffer.stamp, buffer.weight))
-            draws = np.asarray(draws).reshape(-1, *buffer.draws.shape[-2:])
-            stamps = np.asarray(stamps).reshape(draws.shape[0], -1)
-            weights = np.asarray(weights).reshape(draws.shape[0], -1)
-            wanted = wanted or any(
-                auto_metric.auto_wants_low_rank(draws[c], stamps[c], weights[c], since)
-                for c in range(draws.shape[0])
-            )
+        # the warmup judged its draws in the program, after the iteration before this stop
+        wanted = any(
+            bool(np.any(sharding.to_host(s.carry.warmup.wants_low_rank))) for s in self.segments
+        )
         if not wanted:
             return False
         self.fns = self.switch_metric()

@@ -22,7 +22,7 @@ from ppl.infer.driver.rescue import Rescue
 
 __all__ = ["STATE_FORMAT", "check_state", "restore_segments", "save_segments"]
 
-STATE_FORMAT = "ppl-sampler-state-3"
+STATE_FORMAT = "ppl-sampler-state-4"
 """Layout of the saved carry (version 2: the chain state beside the warmup state; version 3:
 the chain-rescue window statistics and the restarts so far)."""
 

@@ -209,7 +209,10 @@ class Program:
             )
             return carry, draws
 
-        return jax.lax.fori_loop(start, start + n, body, (carry, draws))
+        carry, draws = jax.lax.fori_loop(start, start + n, body, (carry, draws))
+        if warmup.chunk_end is not None:
+            carry = carry._replace(warmup=warmup.chunk_end(carry.warmup, start + n))
+        return carry, draws
 
     def finish(self, carry: ChainCarry) -> SamplingState:
         """The chain's state and what sampling used (step size, inverse mass matrix)."""

@@ -41,6 +41,7 @@ from jax import Array
 
 from ppl.infer.base import StepParameters, Warmup
 from ppl.infer.core.metrics import LowRankInverseMass, low_rank_to_dense
+from ppl.infer.warmup.auto_metric import AUTO_MAX_DIM, auto_wants_low_rank, judge_iterations
 from ppl.infer.warmup.draw_grad import (
     DrawGradStats,
     bounded_diagonal,
@@ -227,7 +228,8 @@ class DrawGradBuffer(NamedTuple):
     """The recent draws and gradients kept for the low-rank estimate (a ring buffer).
 
     Attributes:
-        draws, grads: ``(size, dim)``.
+        draws, grads: ``(size, dim)``; the last row is scratch (written by draws that are not
+            kept, always empty).
         stamp: ``(size,)`` int32, the warmup iteration that wrote each row (-1: the initial
             point, -2: empty).
         weight: ``(size,)``, 1 for a usable row, 0 for an empty or divergent one.
@@ -254,6 +256,9 @@ class NutpieWarmupState(NamedTuple):
         diagonal: ``metric="auto"``: the ``(dim,)`` diagonal metric its diagonal view
             samples with, where the low-rank view's metric starts when the driver switches
             (``None`` otherwise).
+        wants_low_rank: ``metric="auto"``: ``()`` bool, the diagonal view's last judgement
+            of the draws (:func:`~ppl.infer.warmup.auto_metric.auto_wants_low_rank`), which
+            the driver reads (``None`` otherwise).
     """
 
     step_size: Array
@@ -265,6 +270,7 @@ class NutpieWarmupState(NamedTuple):
     hold_until: Array
     resets: Array
     diagonal: Any = None
+    wants_low_rank: Any = None
 
 
 def nutpie_warmup(
@@ -329,11 +335,13 @@ def nutpie_warmup(
             diagonal metric and runs no host computation (its state keeps the recent draws
             in the low-rank buffer), or "low_rank", the same state read as the low-rank
             metric and updated as ``metric="low_rank"`` does. The two share one state
-            layout: the driver runs the diagonal view and switches a run to the low-rank one
-            between chunks of warmup, once a chain's buffer passes
-            :func:`~ppl.infer.warmup.auto_metric.auto_wants_low_rank`
-            (:mod:`ppl.infer.driver.chains`). Until the switch the draws are those of
-            ``metric="diag"``.
+            layout: the diagonal view judges its buffer with
+            :func:`~ppl.infer.warmup.auto_metric.auto_wants_low_rank` at the end of a chunk
+            that ends after an iteration of
+            :func:`~ppl.infer.warmup.auto_metric.judge_iterations` (``wants_low_rank``), and
+            the driver switches a run to the low-rank view between chunks of warmup once a
+            chain says yes (:mod:`ppl.infer.driver.chains`). Until the switch the draws are
+            those of ``metric="diag"``.
 
     Returns:
         A ``Warmup`` whose ``parameters`` are :class:`~ppl.infer.base.StepParameters`.
@@ -366,7 +374,9 @@ def nutpie_warmup(
         schedule = schedule._replace(adapt=None)
     # the early window's end, as grad_window_schedule's default early_window computes it
     early_end = int(EARLY_WINDOW * int(num_warmup))
-    buffer_rows = buffer_size(schedule)
+    # metric="auto": after these iterations the diagonal view judges its draws
+    judged = judge_iterations(int(num_warmup), early_end) if dim <= AUTO_MAX_DIM else ()
+    buffer_rows = buffer_size(schedule) + 1  # and a scratch row
     da = dual_averaging(target_accept=target_accept)
 
     def init(state, logdensity_fn, inverse_mass_diag=None) -> NutpieWarmupState:
@@ -402,6 +412,7 @@ def nutpie_warmup(
             hold_until=jnp.zeros((), jnp.int32),
             resets=jnp.zeros((), jnp.int32),
             diagonal=diag if auto else None,
+            wants_low_rank=jnp.zeros((), bool) if auto else None,
         )
 
     def before(key, w, state, iteration, flags, logdensity_fn) -> NutpieWarmupState:
@@ -477,21 +488,22 @@ def nutpie_warmup(
             # auto, before the switch (the driver starts the low-rank metric from it)
             w = w._replace(diagonal=jnp.where(set_diagonal, new_metric, w.diagonal))
         buf = w.buffer
-        rows = buf.stamp.shape[0]
-        slot = (iteration + 1) % rows  # row 0 holds the initial point until it is overwritten
-        keep = collect
-        # one row written in place (a where over the whole buffer would copy it every draw)
+        rows = buf.stamp.shape[0] - 1  # the ring; the last row is scratch
+        # row 0 holds the initial point until it is overwritten; a draw not collected goes
+        # to the scratch row, which stays empty (stamp -2, weight 0): one row written in
+        # place, unconditionally (a where over the buffer would copy it every draw, and a
+        # where over the row costs a read and a select per array, measurable on cheap
+        # targets)
+        slot = jnp.where(collect, (iteration + 1) % rows, rows)
         buf = DrawGradBuffer(
-            draws=buf.draws.at[slot].set(jnp.where(keep, state.position, buf.draws[slot])),
-            grads=buf.grads.at[slot].set(jnp.where(keep, state.grad, buf.grads[slot])),
-            stamp=buf.stamp.at[slot].set(
-                jnp.where(keep, iteration.astype(jnp.int32), buf.stamp[slot])
-            ),
-            weight=buf.weight.at[slot].set(jnp.where(keep, weight, buf.weight[slot])),
+            draws=buf.draws.at[slot].set(state.position),
+            grads=buf.grads.at[slot].set(state.grad),
+            stamp=buf.stamp.at[slot].set(jnp.where(collect, iteration.astype(jnp.int32), -2)),
+            weight=buf.weight.at[slot].set(weight),
         )
         w = w._replace(buffer=buf)
         if diagonal_view:
-            return w  # no host computation: the driver judges the buffer between chunks
+            return w  # judged at the end of a chunk (chunk_end), not in the loop
 
         def recompute(current: Any) -> Any:
             member = (w.buffer.stamp >= flags.fg_start) & (w.buffer.stamp > -2)
@@ -510,7 +522,20 @@ def nutpie_warmup(
         step_size, metric = sampling_step_parameters(w)
         return step_size, (w.diagonal if diagonal_view else metric)
 
-    return Warmup(schedule, init, before, parameters, after, final)
+    def chunk_end(w, next_iteration):
+        # after the loop, not in it: a conditional there that reads the buffer makes XLA
+        # copy the buffer every iteration (2-3x slower on cheap targets)
+        buf = w.buffer
+        due = jnp.isin(next_iteration - 1, jnp.asarray(judged, jnp.int32))
+
+        def judge(_: Any) -> Array:
+            return auto_wants_low_rank(buf.draws, buf.stamp, buf.weight, early_end)
+
+        wants = jax.lax.cond(due, judge, lambda old: old, w.wants_low_rank)
+        return w._replace(wants_low_rank=wants)
+
+    judging = chunk_end if diagonal_view and judged else None
+    return Warmup(schedule, init, before, parameters, after, final, judging)
 
 
 def _reset(w: NutpieWarmupState, reset: Array, hold_until: Array, da) -> NutpieWarmupState:
