@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _count(low: int):
+def _count(low: int, high: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -51,9 +51,15 @@ def _count(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
         return value
 
     return parse
+
+
+#: the largest seed: JAX's random keys take 63-bit integers
+MAX_SEED = 2**63 - 1
 
 
 def _probability(text: str) -> float:
@@ -104,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--chains", type=_count(1), default=4, help="default: 4")
     s.add_argument("--warmup", type=_count(0), default=1000, help="per chain; default: 1000")
     s.add_argument("--draws", type=_count(1), default=1000, help="per chain; default: 1000")
-    s.add_argument("--seed", type=_count(0), default=0, help="default: 0")
+    s.add_argument(
+        "--seed", type=_count(0, MAX_SEED), default=0, help=f"0 to {MAX_SEED} (default: 0)"
+    )
     s.add_argument("--max-tree-depth", type=_count(1), default=10, help="NUTS; default: 10")
     s.add_argument("--target-accept", type=_probability, default=0.8, help="adaptation target; 0.8")
     s.add_argument("--num-steps", type=_count(1), default=16, help="HMC leapfrog steps; 16")
@@ -238,9 +246,17 @@ def _finish_sample(tree, out: Path, model: str, strict: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    assessment = assess(tree)
-    print(f"saved {out}")
-    print(assessment.text())
+    try:
+        print(f"saved {out}", flush=True)
+        assessment = assess(tree)
+        print(assessment.text())
+    except KeyboardInterrupt:  # the run is complete and saved: say so
+        print(
+            f"ppl: interrupted while checking the run; {out} is saved and complete "
+            f"(ppl summary {shlex.quote(str(out))} shows the checks)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return _verdict_exit(assessment, strict)
 
 
@@ -406,8 +422,12 @@ def _interrupt(signum, frame):
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
+    """The error's message and its first note (where ppl says which site or line raised)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    notes = getattr(err, "__notes__", None) or []
+    if notes:
+        text += " " + " ".join(str(notes[0]).split())
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,13 @@ from ppl.enumeration import Enumerate
 from ppl.handlers import Messenger, trace
 from ppl.latent import INIT_STRATEGIES as INIT_STRATEGIES
 from ppl.latent import _SetLatent, _strategy, _Unconstrain
-from ppl.model_data import argument_names, find_concrete_leaves, join_data, split_data
+from ppl.model_data import (
+    argument_names,
+    array_arguments,
+    find_concrete_leaves,
+    join_data,
+    split_data,
+)
 from ppl.sites import SiteInfo, _prototype_trace, _site_log_prob, _to_unconstrained, site_infos
 
 __all__ = ["FunctionLogDensity", "InitializationError", "LogDensity", "SiteInfo", "logdensity"]
@@ -92,8 +98,7 @@ class LogDensity:
         if not callable(model):
             raise TypeError(f"model must be callable, got {model!r}")
         self.model = model
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
+        self.args, self.kwargs = array_arguments(model, tuple(args), dict(kwargs or {}))
         prototype = _prototype_trace(model, self.args, self.kwargs, rng_seed)
         self.prototype_trace = prototype
         # arrays (a param may be a Python float): they are inputs of the compiled functions

@@ -17,7 +17,56 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["argument_names", "find_concrete_leaves", "join_data", "split_data"]
+__all__ = [
+    "argument_names",
+    "array_arguments",
+    "find_concrete_leaves",
+    "join_data",
+    "split_data",
+]
+
+
+def _plain_numbers(value: Any) -> bool:
+    """A (nested) list or tuple whose every leaf is a Python number or bool."""
+    if isinstance(value, list | tuple):
+        return all(_plain_numbers(v) for v in value)
+    return isinstance(value, bool | int | float) and not isinstance(value, np.generic)
+
+
+def array_arguments(model: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The model's arguments with each top-level list of plain numbers as a JAX array (of
+    JAX's default dtypes), as a data file's lists become: models index and broadcast data
+    (``y.shape``, ``y - mu``), which a Python list does not support. Lists holding arrays
+    stay pytrees.
+
+    Raises:
+        TypeError: a ragged list of numbers, naming the argument and its row lengths.
+    """
+
+    def convert(name: str, value: Any) -> Any:
+        if not isinstance(value, list) or not value or not _plain_numbers(value):
+            return value
+        try:
+            out = np.asarray(value)
+        except ValueError:  # ragged
+            out = None
+        if out is None or out.dtype == object:
+            lengths = sorted({len(v) for v in value if isinstance(v, list | tuple)})
+            detail = f"rows of lengths {lengths[:5]}" if len(lengths) > 1 else "mixed nesting"
+            raise TypeError(
+                f"model argument {name!r} is a ragged list ({detail}): pass a rectangular "
+                "array (numpy or jax.numpy), or a list of arrays"
+            )
+        return jnp.asarray(out)  # JAX's default dtypes, as a data file's lists get
+
+    leaves = [
+        ((jax.tree_util.SequenceKey(0), jax.tree_util.SequenceKey(i)), a)
+        for i, a in enumerate(args)
+    ]
+    names = argument_names(model, leaves) if args else []
+    new_args = tuple(convert(n, a) for n, a in zip(names, args, strict=True))
+    new_kwargs = {k: convert(k, v) for k, v in kwargs.items()}
+    return new_args, new_kwargs
 
 
 def split_data(args: tuple, kwargs: dict, concrete: tuple[int, ...] = ()) -> tuple[list, tuple]:

@@ -10,9 +10,13 @@ sites. Talks only to :mod:`ppl.handlers` and :mod:`ppl.primitives`.
 
 from __future__ import annotations
 
+import inspect
+import linecache
 import math
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -129,8 +133,29 @@ def _traced_once(
     except Exception as err:
         recorded = [n for n, s in getattr(tracer, "trace", {}).items() if s["type"] != "plate"]
         where = f"after site '{recorded[-1]}'" if recorded else "before its first site"
-        err.add_note(f"(raised while ppl traced the model, {where})")
+        line = model_line(err, model)
+        err.add_note(f"(raised while ppl traced the model, {where}{line})")
         raise
+
+
+def model_line(err: BaseException, model: Callable) -> str:
+    """``", at FILE:LINE: SOURCE"``, the last line of the model's own file in the error's
+    traceback (where a distribution's bad parameter stands, with the site being built),
+    or ``""`` when the traceback does not pass through it."""
+    fn = inspect.unwrap(model)
+    while not inspect.isfunction(fn) and callable(getattr(fn, "fn", None)):
+        fn = inspect.unwrap(fn.fn)  # a handler used as a decorator
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ""
+    found = None
+    for frame, lineno in traceback.walk_tb(err.__traceback__):
+        if frame.f_code.co_filename == code.co_filename:
+            found = (frame.f_code.co_filename, lineno)
+    if found is None:
+        return ""
+    source = linecache.getline(*found).strip()
+    return f", at {Path(found[0]).name}:{found[1]}" + (f": {source}" if source else "")
 
 
 def is_real_support(support) -> bool:

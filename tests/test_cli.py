@@ -345,3 +345,18 @@ def test_sample_puts_enumerated_sites_into_the_posterior(capsys, tmp_path):
     code, _ = run_main(capsys, *common, "--no-progress", "--no-discrete", "--out", tmp_path / "w")
     assert code == 0
     assert "z" not in load_run(tmp_path / "w").posterior
+
+
+def test_an_interrupt_after_the_run_is_saved_says_so(tmp_path, monkeypatch, capsys, good_run):
+    import ppl.report
+
+    def interrupted(tree):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppl.report, "assess", interrupted)
+    out = tmp_path / "copy.nc"
+    status = cli._finish_sample(load_run(good_run[0]), out, "eight_schools", strict=False)
+    assert status == 130
+    err = capsys.readouterr().err
+    assert f"{out} is saved and complete" in err and "ppl summary" in err
+    assert load_run(out).attrs["ppl_complete"] == 1

@@ -94,3 +94,49 @@ def test_interrupted_run_resumes_to_the_uninterrupted_draws(tmp_path, sig):
     err = again.communicate(timeout=300)[1]
     assert again.returncode == 2
     assert "complete run" in err and len(err.strip().splitlines()) == 1
+
+
+# a model that compiles in seconds but whose every gradient takes milliseconds, so that a
+# run without a progress bar lasts long after the signal
+SLOW_MODEL = '''\
+"""A standard normal whose log density loops, to make sampling slow."""
+import jax
+import jax.numpy as jnp
+
+import ppl
+import ppl.distributions as dist
+
+description = "slow standard normal"
+data = {}
+
+
+def model():
+    x = ppl.sample("x", dist.Normal(0.0, 1.0))
+    busy = jax.lax.fori_loop(0, 20000, lambda i, s: jnp.sin(s + x) * 0.5, x)
+    ppl.factor("busy", 0.0 * busy)
+'''
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)
+def test_a_signal_stops_a_run_without_progress_bar_within_a_chunk(tmp_path, sig):
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    run = tmp_path / "run.nc"
+    proc = _ppl(
+        "sample", str(model), "--chains", "2", "--warmup", "50", "--draws", "100000",
+        "--seed", "1", "--no-progress", "--out", str(run), stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(8.0)  # import, compile, warmup: sampling has begun
+    assert proc.poll() is None, proc.stderr.read()
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    stderr = proc.communicate(timeout=120)[1]
+    waited = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    # chunks take about a second without the progress bar; before, the signal waited for
+    # the whole phase (100000 draws here)
+    assert waited < 6.0, (waited, stderr)
+    assert "incomplete" in stderr and "--resume" in stderr
+    assert int(load_run(run).attrs["ppl_complete"]) == 0

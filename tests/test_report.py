@@ -79,6 +79,49 @@ def test_iid_draws_are_trusted():
     assert not a.summary["flagged"].any()
 
 
+def _mark_latent(tree, *names):
+    for name in names:
+        tree["posterior"][name].attrs["ppl_latent"] = 1
+    return tree
+
+
+def test_a_latent_variable_that_never_moved_fails():
+    rng = np.random.default_rng(1)
+    tree = _mark_latent(
+        _tree({"x": _iid(rng), "frozen": np.full((CHAINS, DRAWS, 2), 0.3)}, _stats(rng)),
+        "x",
+        "frozen",
+    )
+    a = assess(tree)
+    assert a.verdict == "do not trust"
+    assert any(
+        f.check == "moving draws" and "frozen" in f.message for f in a.findings if f.level == "fail"
+    )
+
+
+def test_a_stuck_chain_fails():
+    rng = np.random.default_rng(2)
+    x = _iid(rng, 3)
+    x[2] = x[2, 0]  # chain 2 repeats its first draw
+    a = assess(_mark_latent(_tree({"x": x}, _stats(rng)), "x"))
+    assert a.verdict == "do not trust"
+    stuck = [f.message for f in a.findings if f.check == "moving draws"]
+    assert stuck and "chain 2" in stuck[0], a.text()
+
+
+def test_an_all_zero_posterior_is_not_trusted_even_without_marks():
+    # what a damaged file holds: every draw and every statistic zero
+    zeros = np.zeros((CHAINS, DRAWS))
+    stats = {
+        k: np.zeros((CHAINS, DRAWS), v.dtype) for k, v in _stats(np.random.default_rng(3)).items()
+    }
+    a = assess(_tree({"a": zeros, "b": np.zeros((CHAINS, DRAWS, 3))}, stats))
+    assert a.verdict == "do not trust", a.text()
+    failed = {f.check for f in a.findings if f.level == "fail"}
+    assert {"moving draws", "R-hat", "ESS", "E-BFMI"} <= failed, a.text()
+    assert not any("nan" in f.message.lower() for f in a.findings if f.level == "ok")
+
+
 def test_shifted_chain_fails_rhat_and_is_listed_first():
     rng = np.random.default_rng(1)
     y = _iid(rng, 3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,7 @@ def assess(tree, thresholds: Thresholds | None = None) -> Assessment:
     out.summary = _summary(tree, thresholds, num_chains, kind == "mcmc")
     stats = tree["sample_stats"] if "sample_stats" in tree.children else None
     if kind == "mcmc":
+        _check_frozen(posterior, num_draws, findings)
         _check_mcmc(out, tree, stats, thresholds, findings)
     else:
         _check_vi(out, tree, thresholds, findings)
@@ -212,6 +214,76 @@ def assess(tree, thresholds: Thresholds | None = None) -> Assessment:
     elif any(f.level == "warn" for f in findings):
         out.verdict = "look closer"
     return out
+
+
+def _latent_names(posterior) -> tuple[list[str], bool]:
+    """``(names, marked)``: the variables the chains sampled, those marked ``ppl_latent``
+    (ppl's own runs, ``marked`` True), or in a DataTree without the marks every
+    floating-point variable not drawn after sampling (which may include deterministic
+    constants)."""
+    marked = [str(n) for n, v in posterior.data_vars.items() if v.attrs.get("ppl_latent")]
+    if marked:
+        return marked, True
+    names = [
+        str(n)
+        for n, v in posterior.data_vars.items()
+        if np.issubdtype(v.dtype, np.floating) and not v.attrs.get("ppl_enumerated")
+    ]
+    return names, False
+
+
+def _check_frozen(posterior, num_draws: int, findings) -> None:
+    """A latent variable none of whose elements ever changed, in all chains or in one.
+
+    A continuous latent site of a log density has a prior with a density (never a point
+    mass), so its draws must move; element-wise constants inside a moving variable (the
+    fixed zeros of a Cholesky factor) are left alone.
+    """
+    if num_draws < 2:
+        return
+    names, marked = _latent_names(posterior)
+    frozen, stuck = [], []
+    chains_stuck = []
+    for name in names:
+        values = np.asarray(posterior[name].values)
+        if values.ndim < 2 or values.size == 0:
+            continue
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        same = np.all(flat == flat[:, :1], axis=(1, 2))  # per chain: no element ever moved
+        chains_stuck.append(same)
+        if same.all() and np.all(flat == flat[:1, :1]):
+            frozen.append(str(name))
+        elif same.any():
+            stuck.append(f"{name} (chain {', '.join(str(int(c)) for c in np.flatnonzero(same))})")
+    if not marked:  # unmarked variables may be constants: only a posterior frozen throughout
+        frozen = frozen if names and len(frozen) == len(names) else []
+        all_stuck = np.all(chains_stuck, axis=0) if chains_stuck else np.zeros(0, bool)
+        stuck = (
+            [f"every variable (chain {', '.join(str(int(c)) for c in np.flatnonzero(all_stuck))})"]
+            if all_stuck.any() and not frozen
+            else []
+        )
+    if frozen:
+        findings.append(
+            Finding(
+                "fail",
+                "moving draws",
+                f"{_fmt_names(frozen)} never moved: every draw of every chain is the same value, "
+                "though the prior is not a point mass; the sampler did not move (a step size "
+                "of zero, a model that cannot be evaluated) or the run file is damaged",
+            )
+        )
+    if stuck:
+        findings.append(
+            Finding(
+                "fail",
+                "moving draws",
+                f"a chain never moved for {_fmt_names(stuck)}: all its draws are one value; "
+                "that chain is stuck",
+            )
+        )
+    if not frozen and not stuck:
+        findings.append(Finding("ok", "moving draws", "every latent variable moves in every chain"))
 
 
 def _check_mcmc(out: Assessment, tree, stats, thresholds: Thresholds, findings) -> None:
@@ -289,21 +361,26 @@ def _check_mcmc(out: Assessment, tree, stats, thresholds: Thresholds, findings) 
                 "not all converged to the same distribution; run longer or fix the model",
             )
         )
+    elif np.isfinite(rhat).any():
+        findings.append(
+            Finding("ok", "R-hat", f"R-hat at most {np.nanmax(rhat):.3f} (≤ {thresholds.rhat_max})")
+        )
     else:
         findings.append(
             Finding(
-                "ok",
+                "fail",
                 "R-hat",
-                f"R-hat at most {np.nanmax(rhat):.3f} (≤ {thresholds.rhat_max})"
-                if np.isfinite(rhat).any()
-                else "R-hat could not be computed",
+                "R-hat could not be computed for any parameter (draws constant or not finite): "
+                "nothing shows that the chains converged",
             )
         )
     unknown = table.index[~np.isfinite(rhat)].tolist()
-    if unknown:
+    if unknown and np.isfinite(rhat).any():
+        latent, marked = _latent_names(tree["posterior"])
+        serious = [n for n in unknown if marked and str(n).split("[")[0] in latent]
         findings.append(
             Finding(
-                "warn",
+                "fail" if serious else "warn",
                 "R-hat",
                 f"R-hat or ESS could not be computed for {_fmt_names(unknown)} (draws constant "
                 "within a chain, or not finite)",
@@ -340,13 +417,34 @@ def _check_mcmc(out: Assessment, tree, stats, thresholds: Thresholds, findings) 
                 f"{np.nanmin(table['ess_tail']):.0f} (threshold {ess_min:.0f})",
             )
         )
+    else:
+        findings.append(
+            Finding(
+                "fail",
+                "ESS",
+                "ESS could not be computed for any parameter (draws constant or not finite): "
+                "nothing says how many effective draws there are",
+            )
+        )
 
     # E-BFMI
     if stats is not None and "energy" in stats.data_vars:
-        ebfmi = np.asarray(arviz_stats.bfmi(tree)["energy"].values, float).reshape(-1)
+        with warnings.catch_warnings():  # a constant energy divides by zero: reported below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ebfmi = np.asarray(arviz_stats.bfmi(tree)["energy"].values, float).reshape(-1)
         out.ebfmi = ebfmi
         low_chains = [str(c) for c, v in enumerate(ebfmi) if v < thresholds.ebfmi_min]
-        if low_chains:
+        unknown_chains = [str(c) for c, v in enumerate(ebfmi) if not np.isfinite(v)]
+        if unknown_chains:
+            findings.append(
+                Finding(
+                    "fail",
+                    "E-BFMI",
+                    f"E-BFMI could not be computed for chain(s) {', '.join(unknown_chains)} "
+                    "(their energy is constant or not finite): the sampler did not move",
+                )
+            )
+        elif low_chains:
             findings.append(
                 Finding(
                     "warn",

@@ -12,7 +12,7 @@ the path of a Python file. Such a file defines
 - optionally ``dims`` and ``coords`` (ArviZ dimension names and coordinates, as in
   :meth:`ppl.infer.MCMC.to_datatree`) and a one-line ``description``.
 
-A data file (``--data FILE``, JSON or NumPy ``.npz``) *replaces* the model's own data:
+A data file (``--data FILE``: JSON, NumPy ``.npz`` or CSV) *replaces* the model's own data:
 its keys are the model's keyword arguments; a key that names no argument of the model
 is an error naming it, and so is a required argument that nothing supplies. JSON lists
 become arrays (integer lists stay integer), numbers stay Python numbers (so that sizes
@@ -43,7 +43,7 @@ The submodules (this package only re-exports their public names):
 - :mod:`ppl.runs.errors`: :class:`UsageError` and :class:`RunError`;
 - :mod:`ppl.runs.models`: :class:`ModelSpec` and :func:`resolve_model` (a zoo name or a
   Python file);
-- :mod:`ppl.runs.data`: :func:`load_data_file` (JSON or ``.npz``) and :func:`check_data`;
+- :mod:`ppl.runs.data`: :func:`load_data_file` (JSON, ``.npz`` or CSV) and :func:`check_data`;
 - :mod:`ppl.runs.files`: the run file on disk: :func:`save_run`, :func:`load_run`,
   :data:`RUN_ATTRS`, an interrupted run's sampler state (:func:`state_path`,
   :func:`load_sampler_state`, :func:`incomplete_draws`) and :func:`run_attrs`;

@@ -1,4 +1,4 @@
-"""Data: a JSON or ``.npz`` data file in, the model's keyword arguments out.
+"""Data: a JSON, ``.npz`` or ``.csv`` data file in, the model's keyword arguments out.
 
 :func:`load_data_file` reads a data file (see :mod:`ppl.runs` for how its values are
 converted) and :func:`check_data` checks keyword arguments against the model's
@@ -21,20 +21,42 @@ from ppl.runs.errors import UsageError
 __all__ = ["check_data", "load_data_file"]
 
 
-def _from_json(value: Any) -> Any:
+def _from_json(key: str, value: Any) -> Any:
     if isinstance(value, list):
-        arr = np.asarray(value)
-        if arr.dtype == object:
-            raise UsageError("data file: nested lists must be rectangular arrays of numbers")
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # NumPy refuses ragged nested lists
+            arr = None
+        if arr is None or arr.dtype == object:
+            raise UsageError(
+                f"key {key!r} is a ragged list ({_ragged_detail(value)}): nested lists must "
+                "be rectangular arrays of numbers"
+            )
         return arr
     return value
 
 
+def _ragged_detail(value: list) -> str:
+    """Where a nested list stops being rectangular, e.g. "rows of lengths 3, 2"."""
+    lengths = [len(v) if isinstance(v, list) else None for v in value]
+    if any(n is None for n in lengths) and any(n is not None for n in lengths):
+        return "numbers and lists mixed at the top level"
+    shown = sorted({n for n in lengths if n is not None})
+    if len(shown) > 1:
+        listed = ", ".join(str(n) for n in shown[:5])
+        return f"rows of lengths {listed}"
+    for v in value:  # the rows agree; look one level down
+        if isinstance(v, list):
+            return "in a row: " + _ragged_detail(v)
+    return "not an array of numbers"
+
+
 def load_data_file(path: str | Path) -> dict:
-    """The keyword arguments stored in a JSON (object) or ``.npz`` file.
+    """The keyword arguments stored in a JSON (object), ``.npz`` or ``.csv`` file.
 
     JSON lists become JAX arrays (integers stay integers; 32-bit unless x64 is enabled),
-    scalars stay Python scalars; in ``.npz`` files 0-d arrays become Python scalars.
+    scalars stay Python scalars; in ``.npz`` files 0-d arrays become Python scalars; a CSV
+    file (with a header row) gives one array per column, named by its header.
 
     Raises:
         UsageError: missing, unreadable or malformed file.
@@ -54,6 +76,8 @@ def _jax_array(value: Any) -> Any:
 def _read_data_file(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -63,16 +87,48 @@ def _read_data_file(path: Path) -> dict:
     try:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"data file {path} is not valid JSON: {err}") from None
+        raise UsageError(
+            f"data file {path} is not valid JSON: {err} (data files are JSON objects, .npz "
+            "archives or .csv tables with a header row, told apart by their suffix)"
+        ) from None
     if not isinstance(raw, dict):
         raise UsageError(
             f"data file {path} must hold a JSON object mapping the model's arguments to "
             f"values, got a {type(raw).__name__}"
         )
     try:
-        return {k: _from_json(v) for k, v in raw.items()}
+        return {k: _from_json(k, v) for k, v in raw.items()}
     except UsageError as err:
         raise UsageError(f"data file {path}: {err}") from None
+
+
+def _read_csv(path: Path) -> dict:
+    """A CSV file with a header row: one array per column, named by the header."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"data file {path} is not a readable CSV file: {first}") from None
+    if frame.shape[1] == 0:
+        raise UsageError(f"data file {path}: no columns (a CSV data file needs a header row)")
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.isna().any():
+            rows = [int(i) + 2 for i in np.flatnonzero(column.isna().to_numpy())[:3]]
+            raise UsageError(
+                f"data file {path}: column {name!r} has empty or missing values (line(s) "
+                f"{', '.join(map(str, rows))})"
+            )
+        if column.dtype.kind not in "biuf":
+            raise UsageError(
+                f"data file {path}: column {name!r} is not numeric (e.g. {column.iloc[0]!r}); "
+                "code categories as integers 0, 1, ..."
+            )
+        out[str(name).strip()] = column.to_numpy()
+    return out
 
 
 def check_data(model: Callable, data: dict, origin: str) -> None:

@@ -252,6 +252,7 @@ class Segment:
     carry: ChainCarry | None = None
     draws: Draws | None = None
     next_iteration: int = 0
+    seconds_per_iteration: float | None = None  # of its last chunk (sizes the next one)
 
 
 @dataclass
@@ -513,7 +514,14 @@ class ChainRun:
                 start = segment.next_iteration
                 # every process must run the same chunks (the collectives pair up): in a
                 # distributed run process 0's timing decides
-                size = next_chunk(n, elapsed, end - start, sizes.progress_bar, sizes.chunk_size)
+                size = next_chunk(
+                    n,
+                    elapsed,
+                    end - start,
+                    sizes.progress_bar,
+                    sizes.chunk_size,
+                    segment.seconds_per_iteration,
+                )
                 n = sharding.broadcast_int(size, sizes.mesh)
                 if self.advance_args is None:
                     self.advance_args = _abstract(
@@ -535,10 +543,11 @@ class ChainRun:
                 divergent = carry.num_divergent_warmup if phase == "warmup" else carry.num_divergent
                 if sizes.progress_bar:  # reading the count waits for the chunk
                     divergent = int(np.sum(sharding.to_host(divergent)))
-                elif stop is not None:  # a thread holds its core until its chunk is done
-                    jax.block_until_ready(carry)
+                else:  # wait for it: an interrupt acts between chunks, and a thread holds
+                    jax.block_until_ready(carry)  # its core until its chunk is done
                 report(n, phase, divergent)
                 elapsed = time.perf_counter() - began
+                segment.seconds_per_iteration = elapsed / n
 
     def collect(self) -> tuple[SamplingState | None, Draws | None, int]:
         """Results from the segments' current states (all of them or those so far).

@@ -43,6 +43,7 @@ from ppl.infer.driver.chains import CHAIN_METHODS, LOOPED, ChainRun, RunSizes, S
 from ppl.infer.driver.config import NUTS, KernelConfig
 from ppl.infer.driver.program import Draws, Program, SamplingState
 from ppl.infer.driver.rescue import ChainWarning, Rescue, RescueSettings, chain_disagreement
+from ppl.infer.keys import check_key
 from ppl.infer.warmup.init import initial_positions, pathfinder_start
 
 __all__ = ["MCMC"]
@@ -310,7 +311,7 @@ class MCMC:
         ld = self._logdensity(args, kwargs, init_params)
         if ld.dim == 0:
             raise ValueError("the model has no latent variables to sample")
-        key_init, key_chains = jax.random.split(key)
+        key_init, key_chains = jax.random.split(check_key(key))
         inverse_mass_diag = None
         self.pathfinder_ = None
         if self.init == "pathfinder" and init_params is None:

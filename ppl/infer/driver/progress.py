@@ -19,23 +19,35 @@ import numpy as np
 
 from ppl.infer.driver import sharding
 
-__all__ = ["UPDATE_SECONDS", "Progress", "SharedProgress", "next_chunk"]
+__all__ = ["INTERRUPT_SECONDS", "UPDATE_SECONDS", "Progress", "SharedProgress", "next_chunk"]
 
 UPDATE_SECONDS = 0.5  # target time between progress-bar updates
+INTERRUPT_SECONDS = 1.0  # without a bar: target time of a chunk (an interrupt waits for it)
+FIRST_CHUNK_WITHOUT_BAR = 100  # ... before the segment's speed is known
 
 
 def next_chunk(
-    previous: int, elapsed: float, remaining: int, progress_bar: bool, chunk_size: int | None
+    previous: int,
+    elapsed: float,
+    remaining: int,
+    progress_bar: bool,
+    chunk_size: int | None,
+    seconds_per_iteration: float | None = None,
 ) -> int:
     """Iterations in the next chunk of a phase (``previous`` 0 before the first one).
 
-    Without a progress bar the phase is one chunk. With one, ``chunk_size``
-    fixes the size; by default the first chunk is short and later chunks
-    are sized to take about :data:`UPDATE_SECONDS` each, so the host syncs a
-    handful of times per phase however fast the sampler is.
+    With a progress bar, ``chunk_size`` fixes the size; by default the first chunk is short
+    and later chunks are sized to take about :data:`UPDATE_SECONDS` each, so the host syncs
+    a handful of times per phase however fast the sampler is. Without one, chunks are sized
+    to take about :data:`INTERRUPT_SECONDS` from the segment's ``seconds_per_iteration``
+    so far (the first one: :data:`FIRST_CHUNK_WITHOUT_BAR` iterations): Ctrl-C and SIGTERM
+    act between chunks, and a cheap run is still one or two chunks.
     """
     if not progress_bar:
-        size = remaining
+        if seconds_per_iteration is None:
+            size = FIRST_CHUNK_WITHOUT_BAR
+        else:
+            size = int(INTERRUPT_SECONDS / max(seconds_per_iteration, 1e-9))
     elif chunk_size:
         size = chunk_size
     elif not previous:

@@ -147,6 +147,11 @@ def mcmc_to_datatree(
     for name in getattr(ld, "enumerated_names", ()):
         if name in tree.posterior:  # drawn after sampling, not by the Markov chains
             tree.posterior[name].attrs["ppl_enumerated"] = 1
+    for name in getattr(ld, "latent_names", ()):
+        # sampled by the chains, with some unconstrained dimension (the report checks that
+        # they move; an LKJ Cholesky factor of size 1 is the constant [[1]])
+        if name in tree.posterior and ld.sites[name].size > 0:
+            tree.posterior[name].attrs["ppl_latent"] = 1
     if getattr(mcmc, "rescue", None) is not None and "sample_stats" in tree.children:
         # the chains restarted during warmup (ppl.infer.driver.rescue), as JSON
         records = [r.as_dict() for r in getattr(mcmc, "rescues", [])]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.handlers import Messenger, seed, substitute, trace
+from ppl.infer.keys import check_key
 
 __all__ = ["Predictive", "log_likelihood", "posterior_predictive"]
 
@@ -122,7 +123,7 @@ class Predictive:
 
     def __call__(self, key: jax.Array, *args: Any, **kwargs: Any) -> dict[str, jax.Array]:
         """Draws of the returned sites, each with the batch shape prepended."""
-        keys = jax.random.split(key, self.num_samples)
+        keys = jax.random.split(check_key(key), self.num_samples)
         out = jax.vmap(lambda k, d: self._one(k, d, args, kwargs))(keys, self.posterior_samples)
         return {k: jnp.reshape(v, self._batch_shape + jnp.shape(v)[1:]) for k, v in out.items()}
 

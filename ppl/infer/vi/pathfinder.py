@@ -44,6 +44,7 @@ import numpy as np
 
 from ppl.density import FunctionLogDensity, LogDensity
 from ppl.infer.core.psis import PARETO_K_THRESHOLD, psis
+from ppl.infer.keys import check_key
 from ppl.infer.vi.lbfgs import STATUS, NormalApproximation, PathInfo, single_path
 
 __all__ = [
@@ -324,7 +325,7 @@ def pathfinder(
             sites), or every path failed (ELBO -inf everywhere).
     """
     run = _run_pathfinder(
-        key,
+        check_key(key),
         target,
         args,
         kwargs,

@@ -46,6 +46,7 @@ from numpyro.distributions.transforms import biject_to
 
 from ppl.density import join_data, split_data
 from ppl.handlers import replay, seed, trace
+from ppl.infer.keys import check_key
 from ppl.infer.vi.elbo import ELBO, Trace_ELBO
 
 __all__ = ["SVI", "SVIState", "SVIRunResult", "NonFiniteLossError"]
@@ -143,7 +144,7 @@ class SVI:
         Returns:
             The initial :class:`SVIState`.
         """
-        rng_key, setup_key, init_key = jax.random.split(rng_key, 3)
+        rng_key, setup_key, init_key = jax.random.split(check_key(rng_key, "rng_key"), 3)
         setup = getattr(self.guide, "setup", None)
         if callable(setup) and not getattr(self.guide, "is_setup", False):
             setup(setup_key, *args, **kwargs)
