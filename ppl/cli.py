@@ -21,6 +21,7 @@ reported as one line (``--debug`` shows the traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -142,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted run (its settings and seed; the result equals an "
         "uninterrupted run draw for draw)",
     )
+    s.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: resume although the data or the model's source differ from the "
+        "run's (recorded in the run); by default that is refused",
+    )
 
     m = sub.add_parser("summary", help="print a run's summary and verdict", parents=[common])
     m.add_argument("run", metavar="RUN")
@@ -186,18 +193,38 @@ def _models(args) -> int:
 
 
 def _resume(args, argv: Sequence[str]) -> int:
-    """Continue the interrupted run ``args.resume`` from its saved sampler state."""
+    """Continue the interrupted run ``args.resume`` from its saved sampler state (refused
+    when the data or the model's source changed, unless ``--allow-changes``)."""
+    from ppl.runs import RunLock
+
+    run_path = Path(args.resume)
+    out = Path(args.out) if args.out else run_path
+    with RunLock(run_path), _maybe_lock(out, run_path):
+        return _resume_locked(args, argv, run_path, out)
+
+
+def _maybe_lock(out: Path, held: Path):
+    """The lock of ``out`` unless it is the one already ``held``."""
+    from contextlib import nullcontext
+
+    from ppl.runs import RunLock
+
+    return nullcontext() if out.resolve() == held.resolve() else RunLock(out)
+
+
+def _resume_locked(args, argv: Sequence[str], run_path: Path, out: Path) -> int:
     from ppl.runs import (
         Settings,
         check_data,
+        data_fingerprint,
         load_data_file,
         load_run,
         load_sampler_state,
         resolve_model,
         sample_run,
+        source_fingerprint,
     )
 
-    run_path = Path(args.resume)
     saved = load_run(run_path)
     attrs = saved.attrs
     if int(attrs.get("ppl_complete", 1)):
@@ -217,6 +244,14 @@ def _resume(args, argv: Sequence[str]) -> int:
         data = load_data_file(data_source)
     else:
         data = spec.data
+    overrides = _changes_since(attrs, data, data_fingerprint(data), spec, source_fingerprint)
+    if overrides and not args.allow_changes:
+        raise UsageError(
+            f"{run_path} was sampled with other {' and '.join(overrides)}: resuming would mix "
+            "draws of two posteriors; sample anew, or pass --allow-changes to resume anyway "
+            "(recorded in the run)"
+        )
+    overrides = [*json.loads(str(attrs.get("ppl_resume_overrides", "[]")) or "[]"), *overrides]
     progress = not args.no_progress
     if progress:
         print(f"{spec.name}: resuming {run_path}", file=sys.stderr, flush=True)
@@ -228,8 +263,27 @@ def _resume(args, argv: Sequence[str]) -> int:
         data_source=data_source,
         command=shlex.join(["ppl", *argv]),
         resume_state=state,
+        overrides=overrides,
     )
-    return _finish_sample(tree, Path(args.out) if args.out else run_path, args.model, args.strict)
+    return _finish_sample(tree, out, args.model, args.strict)
+
+
+def _changes_since(attrs, data, fingerprint: dict, spec, source_fingerprint) -> list[str]:
+    """What differs from the run being resumed, in words ("data (keys y)", "model source
+    (FILE)"); runs saved before ppl kept fingerprints are not checked."""
+    changes = []
+    saved_data = attrs.get("ppl_data_sha256")
+    if saved_data is not None:
+        saved = json.loads(str(saved_data))
+        keys = sorted(
+            k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
+        )
+        if keys:
+            changes.append(f"data (key(s) {', '.join(keys)} differ)")
+    saved_model = attrs.get("ppl_model_sha256")
+    if saved_model is not None and str(saved_model) != source_fingerprint(spec.source):
+        changes.append(f"model source ({spec.file or spec.name} was edited)")
+    return changes
 
 
 def _finish_sample(tree, out: Path, model: str, strict: bool) -> int:
@@ -266,13 +320,7 @@ def _verdict_exit(assessment, strict: bool) -> int:
 
 
 def _sample(args, argv: Sequence[str]) -> int:
-    from ppl.runs import (
-        Settings,
-        check_data,
-        load_data_file,
-        resolve_model,
-        sample_run,
-    )
+    from ppl.runs import RunLock
 
     if args.resume:
         return _resume(args, argv)
@@ -283,6 +331,19 @@ def _sample(args, argv: Sequence[str]) -> int:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
     if not out.parent.exists():
         raise UsageError(f"cannot write {out}: folder {out.parent} does not exist")
+    with RunLock(out):
+        return _sample_locked(args, argv, out)
+
+
+def _sample_locked(args, argv: Sequence[str], out: Path) -> int:
+    from ppl.runs import (
+        Settings,
+        check_data,
+        load_data_file,
+        resolve_model,
+        sample_run,
+    )
+
     spec = resolve_model(args.model)
     if args.data:
         data = load_data_file(args.data)
@@ -442,8 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return _models(args)
         if args.command == "sample":
-            # a kill (SIGTERM) stops sampling like Ctrl-C: the draws so far are saved
+            # a kill (SIGTERM) stops sampling like Ctrl-C: the draws so far are saved; and
+            # Ctrl-C (SIGINT) does so even where the shell started us with it ignored (a
+            # background job of a script)
             signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             return _sample(args, argv)
         if args.command == "summary":
             return _summary(args)

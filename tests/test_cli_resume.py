@@ -1,6 +1,7 @@
 """`ppl sample` interrupted by a signal saves its draws, and `--resume` finishes the run so that it
 equals, draw for draw, the uninterrupted run with the same seed."""
 
+import json
 import os
 import signal
 import subprocess
@@ -107,11 +108,11 @@ import ppl
 import ppl.distributions as dist
 
 description = "slow standard normal"
-data = {}
+data = {"scale": 1.0}
 
 
-def model():
-    x = ppl.sample("x", dist.Normal(0.0, 1.0))
+def model(scale):
+    x = ppl.sample("x", dist.Normal(0.0, scale))
     busy = jax.lax.fori_loop(0, 20000, lambda i, s: jnp.sin(s + x) * 0.5, x)
     ppl.factor("busy", 0.0 * busy)
 '''
@@ -140,3 +141,72 @@ def test_a_signal_stops_a_run_without_progress_bar_within_a_chunk(tmp_path, sig)
     assert waited < 6.0, (waited, stderr)
     assert "incomplete" in stderr and "--resume" in stderr
     assert int(load_run(run).attrs["ppl_complete"]) == 0
+
+
+def _start_slow(tmp_path, run, *extra):
+    model = tmp_path / "slow.py"
+    if not model.exists():
+        model.write_text(SLOW_MODEL)
+    return _ppl(
+        "sample", str(model), "--chains", "2", "--warmup", "50", "--draws", "100000",
+        "--seed", "1", "--no-progress", "--out", str(run), *extra,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_a_second_writer_is_refused_at_once_and_the_first_run_is_intact(tmp_path):
+    run = tmp_path / "run.nc"
+    first = _start_slow(tmp_path, run)
+    time.sleep(6.0)
+    assert first.poll() is None
+    began = time.monotonic()
+    second = _start_slow(tmp_path, run, "--force")
+    stderr = second.communicate(timeout=120)[1]
+    assert second.returncode == 2, stderr
+    assert "is being written by another ppl process (pid" in stderr, stderr
+    assert time.monotonic() - began < 30  # refused before sampling, not after
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    assert first.returncode == 130
+    tree = load_run(run)  # the first writer's draws, not a mixture or zeros
+    draws = tree["posterior"]["x"].values
+    assert draws.shape[1] > 0 and np.std(draws) > 0.5
+
+
+def test_resume_refuses_other_data_or_an_edited_model_unless_allowed(tmp_path):
+    run = tmp_path / "run.nc"
+    proc = _start_slow(tmp_path, run)
+    time.sleep(6.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    model = tmp_path / "slow.py"
+    other = tmp_path / "other.json"
+    other.write_text('{"scale": 2.0}')
+
+    def resume(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "ppl", "sample", str(model), "--resume", str(run),
+             "--no-progress", *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )  # fmt: skip
+
+    out = resume("--data", str(other))
+    assert out.returncode == 2, out.stderr
+    assert "other data (key(s) scale differ)" in out.stderr and "--allow-changes" in out.stderr
+    model.write_text(SLOW_MODEL + "\n# edited\n")
+    out = resume()
+    assert out.returncode == 2, out.stderr
+    assert "other model source" in out.stderr and "slow.py was edited" in out.stderr
+    # allowed: it resumes, and the run records what changed
+    allowed = _ppl(
+        "sample", str(model), "--resume", str(run), "--no-progress", "--allow-changes",
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(6.0)
+    allowed.send_signal(signal.SIGINT)
+    allowed.communicate(timeout=120)
+    assert allowed.returncode == 130
+    overrides = json.loads(str(load_run(run).attrs["ppl_resume_overrides"]))
+    assert overrides == ["model source (" + str(model) + " was edited)"], overrides

@@ -21,6 +21,7 @@ MAX_LINES = 600
 # other part of ppl.infer; ``driver`` may use everything).
 RANKS = {
     "base": 0,
+    "keys": 0,
     "core": 0,
     "kernels": 1,
     "results": 1,

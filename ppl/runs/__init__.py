@@ -49,6 +49,7 @@ The submodules (this package only re-exports their public names):
   :func:`load_sampler_state`, :func:`incomplete_draws`) and :func:`run_attrs`;
 - :mod:`ppl.runs.pipelines`: :class:`Settings`, :data:`METHODS` (one runner per method)
   and :func:`sample_run`.
+- :mod:`ppl.runs.locks`: :class:`RunLock`, one writer per run file.
 
 The DataTrees are built with :mod:`ppl.infer.results.datatree` (``vi_datatree``,
 ``add_group``), and :func:`posterior_predictive` comes from :mod:`ppl.infer.results.predictive`.
@@ -61,7 +62,7 @@ Example:
 """
 
 from ppl.infer.results.predictive import posterior_predictive
-from ppl.runs.data import check_data, load_data_file
+from ppl.runs.data import check_data, data_fingerprint, load_data_file
 from ppl.runs.errors import RunError, UsageError
 from ppl.runs.files import (
     RUN_ATTRS,
@@ -73,8 +74,9 @@ from ppl.runs.files import (
     save_run,
     state_path,
 )
+from ppl.runs.locks import RunLock
 from ppl.runs.models import ModelSpec, resolve_model
-from ppl.runs.pipelines import METHODS, Settings, sample_run
+from ppl.runs.pipelines import METHODS, Settings, sample_run, source_fingerprint
 
 __all__ = [
     "METHODS",
@@ -82,9 +84,11 @@ __all__ = [
     "RUN_FORMAT",
     "ModelSpec",
     "RunError",
+    "RunLock",
     "Settings",
     "UsageError",
     "check_data",
+    "data_fingerprint",
     "incomplete_draws",
     "load_data_file",
     "load_run",
@@ -93,6 +97,7 @@ __all__ = [
     "resolve_model",
     "run_attrs",
     "sample_run",
+    "source_fingerprint",
     "save_run",
     "state_path",
 ]

@@ -8,6 +8,7 @@ checks the data of every run with :func:`check_data`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import numpy as np
 
 from ppl.runs.errors import UsageError
 
-__all__ = ["check_data", "load_data_file"]
+__all__ = ["check_data", "data_fingerprint", "load_data_file"]
 
 
 def _from_json(key: str, value: Any) -> Any:
@@ -170,3 +171,20 @@ def check_data(model: Callable, data: dict, origin: str) -> None:
             f"{origin}: the model's argument(s) {', '.join(missing)} have no value "
             f"(its arguments: {arguments})"
         )
+
+
+def data_fingerprint(data: dict) -> dict[str, str]:
+    """A SHA-256 per data key of its type, dtype, shape and values (arrays) or its ``repr``
+    (everything else): what ``--resume`` compares to refuse other data."""
+    out = {}
+    for key in sorted(data):
+        value = data[key]
+        digest = hashlib.sha256()
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            array = np.ascontiguousarray(np.asarray(value))
+            digest.update(f"array {array.dtype.str} {array.shape}".encode())
+            digest.update(array.tobytes())
+        else:
+            digest.update(f"{type(value).__name__} {value!r}".encode())
+        out[str(key)] = digest.hexdigest()
+    return out

@@ -8,7 +8,9 @@ raises :class:`~ppl.runs.errors.UsageError` and :class:`~ppl.runs.errors.RunErro
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "run_attrs",
     "save_run",
     "state_path",
+    "verify_checksums",
 ]
 
 RUN_FORMAT = "ppl-run-1"
@@ -39,12 +42,16 @@ RUN_ATTRS = (
     "ppl_model",
     "ppl_model_file",
     "ppl_model_source",
+    "ppl_model_sha256",
     "ppl_data_source",
+    "ppl_data_sha256",
+    "ppl_resume_overrides",
     "ppl_versions",
     "ppl_timing",
     "ppl_complete",
     "ppl_command",
     "ppl_created",
+    "ppl_checksums",
 )
 """Root attributes of a saved run (all str or int, as netCDF stores them)."""
 
@@ -101,15 +108,18 @@ def save_run(tree, path: str | Path) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # never shared by two writers
     tree = tree.copy()
     incomplete = tree.attrs.pop(_INCOMPLETE, None)
     for node in tree.subtree:
         node.attrs = {k: _netcdf_attr(v) for k, v in node.attrs.items() if v is not None}
+    tree.attrs.pop(CHECKSUMS, None)
+    tree.attrs[CHECKSUMS] = json.dumps(checksums(tree), sort_keys=True)
     tree.to_netcdf(tmp, engine="h5netcdf")
+    _append_digest(tmp)
     state_file = state_path(path)
     if incomplete is not None:
-        state_tmp = state_file.with_name(state_file.name + ".partial.npz")
+        state_tmp = state_file.with_name(f"{state_file.name}.{os.getpid()}.partial.npz")
         np.savez(state_tmp, **incomplete["state"])
         state_tmp.replace(state_file)
     elif state_file.exists():
@@ -150,6 +160,7 @@ def load_run(path: str | Path):
         raise RunError(f"run file {path} does not exist")
     if path.is_dir():
         raise RunError(f"run file {path} is a folder, not a run file")
+    _check_digest(path)  # before HDF5 parses it: a damaged file can make HDF5 hang
     try:
         with xr.open_datatree(path, engine="h5netcdf") as opened:
             tree = opened.load().copy()
@@ -164,4 +175,131 @@ def load_run(path: str | Path):
             f"run file {path} is netCDF but not a ppl run (no ppl_format attribute or no "
             "posterior group)"
         )
+    verify_checksums(tree, path)
     return tree
+
+
+_TRAILER_MAGIC = b"\nPPL-SHA256:"
+_TRAILER_SIZE = len(_TRAILER_MAGIC) + 64 + 1  # magic, hex digest, newline
+
+
+def _file_digest(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left > 0:
+            block = f.read(min(1 << 20, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def _append_digest(path: Path) -> None:
+    """Append ``\nPPL-SHA256:<hex>\n``, the SHA-256 of the file's bytes before it. HDF5
+    ignores bytes after the end of its data; :func:`_check_digest` verifies them first."""
+    digest = _file_digest(path, path.stat().st_size)
+    with open(path, "ab") as f:
+        f.write(_TRAILER_MAGIC + digest.encode() + b"\n")
+
+
+def _check_digest(path: Path) -> None:
+    """Verify the trailer that :func:`save_run` appended (files without one are older runs
+    or rewritten by other tools: their per-variable checksums are checked after reading).
+
+    Raises:
+        RunError: the bytes do not match, or the trailer is damaged.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 256))
+        tail = f.read()
+    at = tail.rfind(_TRAILER_MAGIC)
+    if at < 0:
+        return
+    trailer = tail[at:]
+    stored = trailer[len(_TRAILER_MAGIC) : len(_TRAILER_MAGIC) + 64]
+    well_formed = len(trailer) == _TRAILER_SIZE and trailer.endswith(b"\n")
+    if not well_formed or not all(c in b"0123456789abcdef" for c in stored):
+        raise RunError(f"run file {path} is damaged: its checksum trailer is not readable")
+    if _file_digest(path, size - _TRAILER_SIZE) != stored.decode():
+        raise RunError(
+            f"run file {path} is damaged: its bytes do not match the SHA-256 written with "
+            "it (the file changed after ppl wrote it); sample again or restore a copy"
+        )
+
+
+CHECKSUMS = "ppl_checksums"
+"""Root attribute: JSON ``{"/group/variable": sha256, "/group@attrs": sha256, ...}``."""
+
+
+def _canonical_attrs(attrs: dict) -> str:
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return json.dumps({str(k): plain(v) for k, v in attrs.items()}, sort_keys=True, default=str)
+
+
+def _variable_digest(variable) -> str:
+    values = np.asarray(variable.values)
+    digest = hashlib.sha256()
+    digest.update(f"{values.dtype.kind}{values.dtype.itemsize} {values.shape} ".encode())
+    digest.update(" ".join(map(str, variable.dims)).encode())
+    if values.dtype.kind in "biufc":
+        digest.update(np.ascontiguousarray(values).tobytes())
+    else:  # strings: their text, not the object pointers
+        digest.update("\x00".join(map(str, values.ravel())).encode())
+    digest.update(_canonical_attrs(variable.attrs).encode())
+    return digest.hexdigest()
+
+
+def checksums(tree) -> dict[str, str]:
+    """SHA-256 of every variable (values, dims, attributes) and of every group's attributes
+    (the root's without :data:`CHECKSUMS` itself), keyed by path."""
+    out = {}
+    for node in tree.subtree:
+        base = node.path.rstrip("/")
+        dataset = node.to_dataset(inherit=False)
+        for name, variable in dataset.variables.items():
+            out[f"{base}/{name}"] = _variable_digest(variable)
+        attrs = {k: v for k, v in node.attrs.items() if k != CHECKSUMS}
+        out[f"{base}@attrs"] = hashlib.sha256(_canonical_attrs(attrs).encode()).hexdigest()
+    return out
+
+
+def verify_checksums(tree, path: str | Path = "the run") -> None:
+    """Check a loaded run against its stored checksums (runs saved without them pass).
+
+    Raises:
+        RunError: naming the group and the variable (or the attributes) that changed.
+    """
+    stored = tree.attrs.get(CHECKSUMS)
+    if stored is None:
+        return
+    try:
+        expected = json.loads(str(stored))
+    except ValueError:
+        raise RunError(f"run file {path} is damaged: its checksums cannot be read") from None
+    actual = checksums(tree)
+    for key in sorted(set(expected) | set(actual)):
+        if expected.get(key) == actual.get(key):
+            continue
+        group, _, rest = key.rpartition("@") if "@" in key else key.rpartition("/")
+        what = "attributes" if "@" in key else f"variable {rest!r}"
+        where = f"group {group.lstrip('/') or '(root)'!r}"
+        change = (
+            "is missing"
+            if key not in actual
+            else "is not in the checksums"
+            if key not in expected
+            else "does not match its checksum"
+        )
+        raise RunError(
+            f"run file {path} is damaged: {where}, {what} {change} (the file changed after "
+            "ppl wrote it); sample again or restore a copy"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -21,12 +22,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ppl.runs.data import check_data
+from ppl.runs.data import check_data, data_fingerprint
 from ppl.runs.errors import UsageError
 from ppl.runs.files import _INCOMPLETE, RUN_FORMAT
 from ppl.runs.models import ModelSpec
 
-__all__ = ["METHODS", "Settings", "sample_run"]
+__all__ = ["METHODS", "Settings", "sample_run", "source_fingerprint"]
 
 
 # ---------------------------------------------------------------------- settings
@@ -307,6 +308,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def source_fingerprint(source: str) -> str:
+    """SHA-256 of a model's source text."""
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def sample_run(
     spec: ModelSpec,
     data: dict,
@@ -316,8 +322,13 @@ def sample_run(
     data_source: str | None = None,
     command: str = "",
     resume_state: dict | None = None,
+    overrides: list[str] | None = None,
 ):
     """Run ``settings.method`` on ``spec.model`` with ``data``; the DataTree with attributes.
+
+    The attributes include SHA-256 fingerprints of the data (per key) and of the model's
+    source, which ``--resume`` checks; ``overrides`` (e.g. ``["data"]``) records what a
+    resume was allowed to change.
 
     Raises:
         UsageError: an unknown method, a method that is not available yet, or data that
@@ -346,6 +357,9 @@ def sample_run(
             "ppl_model": spec.name,
             "ppl_model_file": spec.file,
             "ppl_model_source": spec.source,
+            "ppl_model_sha256": source_fingerprint(spec.source),
+            "ppl_data_sha256": json.dumps(data_fingerprint(data), sort_keys=True),
+            "ppl_resume_overrides": json.dumps(list(overrides or [])),
             "ppl_data_source": data_source or spec.data_source,
             "ppl_versions": json.dumps(_versions(), sort_keys=True),
             "ppl_timing": json.dumps({k: round(v, 4) for k, v in timing.items()}),
