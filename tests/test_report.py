@@ -333,3 +333,21 @@ def test_run_files_round_trip_and_corrupt_files_are_rejected(tmp_path):
         load_run(tmp_path / "foreign.nc")
     with pytest.raises(RunError, match="does not exist"):
         load_run(tmp_path / "missing.nc")
+
+
+def test_pointwise_groups_are_kept_in_float32_and_the_posterior_is_not():
+    from ppl.runs.pipelines import _pointwise_as_float32
+
+    rng = np.random.default_rng(4)
+    tree = _tree(
+        {"x": _iid(rng)},
+        _stats(rng),
+        log_likelihood={"y": rng.normal(size=(CHAINS, DRAWS, 7))},
+        posterior_predictive={"y": rng.normal(size=(CHAINS, DRAWS, 7))},
+    )
+    before = tree["log_likelihood"]["y"].values.copy()
+    _pointwise_as_float32(tree)
+    assert tree["log_likelihood"]["y"].dtype == np.float32
+    assert tree["posterior_predictive"]["y"].dtype == np.float32
+    assert tree["posterior"]["x"].dtype == np.float64
+    np.testing.assert_allclose(tree["log_likelihood"]["y"].values, before, rtol=1e-6)
