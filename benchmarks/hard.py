@@ -754,14 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
-    settings = {
-        "chains": args.chains if args.chains is not None else base["chains"],
-        "warmup": args.warmup if args.warmup is not None else base["warmup"],
-        "draws": args.draws if args.draws is not None else base["draws"],
-        "seeds": list(args.seeds or base["seeds"]),
-    }
-    if settings["chains"] < 1 or settings["draws"] < 4 or settings["warmup"] < 0:
-        parser.error("need --chains >= 1, --draws >= 4 and --warmup >= 0")
+    from benchmarks.harness import run_sizes
+
+    settings = {**run_sizes(args, base, parser), "seeds": list(args.seeds or base["seeds"])}
     from benchmarks.samplers import parse_sampler
 
     try:

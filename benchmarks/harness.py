@@ -462,18 +462,23 @@ def _split(values: list[str]) -> list[str]:
     return [part for value in values for part in value.split(",") if part.strip()]
 
 
+def run_sizes(args: argparse.Namespace, base: dict, parser: argparse.ArgumentParser) -> dict:
+    """``{"chains", "warmup", "draws"}``: the options given, else ``base``'s; a bad value is
+    a usage error (``parser.error``). Shared by the benchmark suites' command lines."""
+    sizes = {
+        name: getattr(args, name) if getattr(args, name) is not None else base[name]
+        for name in ("chains", "warmup", "draws")
+    }
+    if sizes["chains"] < 1 or sizes["draws"] < 4 or sizes["warmup"] < 0:
+        parser.error("need --chains >= 1, --draws >= 4 and --warmup >= 0")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
-    settings = {
-        "chains": args.chains if args.chains is not None else base["chains"],
-        "warmup": args.warmup if args.warmup is not None else base["warmup"],
-        "draws": args.draws if args.draws is not None else base["draws"],
-        "seed": args.seed,
-    }
-    if settings["chains"] < 1 or settings["draws"] < 4 or settings["warmup"] < 0:
-        parser.error("need --chains >= 1, --draws >= 4 and --warmup >= 0")
+    settings = {**run_sizes(args, base, parser), "seed": args.seed}
     if args.repeats < 1:
         parser.error("need --repeats >= 1")
     settings["repeats"] = args.repeats

@@ -222,7 +222,6 @@ def _resume_locked(args, argv: Sequence[str], run_path: Path, out: Path) -> int:
         load_sampler_state,
         resolve_model,
         sample_run,
-        source_fingerprint,
     )
 
     saved = load_run(run_path)
@@ -244,7 +243,7 @@ def _resume_locked(args, argv: Sequence[str], run_path: Path, out: Path) -> int:
         data = load_data_file(data_source)
     else:
         data = spec.data
-    overrides = _changes_since(attrs, data, data_fingerprint(data), spec, source_fingerprint)
+    overrides = _changes_since(attrs, data_fingerprint(data), spec)
     if overrides and not args.allow_changes:
         raise UsageError(
             f"{run_path} was sampled with other {' and '.join(overrides)}: resuming would mix "
@@ -268,9 +267,11 @@ def _resume_locked(args, argv: Sequence[str], run_path: Path, out: Path) -> int:
     return _finish_sample(tree, out, args.model, args.strict)
 
 
-def _changes_since(attrs, data, fingerprint: dict, spec, source_fingerprint) -> list[str]:
-    """What differs from the run being resumed, in words ("data (keys y)", "model source
-    (FILE)"); runs saved before ppl kept fingerprints are not checked."""
+def _changes_since(attrs, fingerprint: dict, spec) -> list[str]:
+    """What differs from the run being resumed, in words ("data (key(s) y differ)", "model
+    source (FILE was edited)"); runs saved before ppl kept fingerprints are not checked."""
+    from ppl.runs import source_fingerprint
+
     changes = []
     saved_data = attrs.get("ppl_data_sha256")
     if saved_data is not None:
@@ -320,7 +321,14 @@ def _verdict_exit(assessment, strict: bool) -> int:
 
 
 def _sample(args, argv: Sequence[str]) -> int:
-    from ppl.runs import RunLock
+    from ppl.runs import (
+        RunLock,
+        Settings,
+        check_data,
+        load_data_file,
+        resolve_model,
+        sample_run,
+    )
 
     if args.resume:
         return _resume(args, argv)
@@ -331,19 +339,6 @@ def _sample(args, argv: Sequence[str]) -> int:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
     if not out.parent.exists():
         raise UsageError(f"cannot write {out}: folder {out.parent} does not exist")
-    with RunLock(out):
-        return _sample_locked(args, argv, out)
-
-
-def _sample_locked(args, argv: Sequence[str], out: Path) -> int:
-    from ppl.runs import (
-        Settings,
-        check_data,
-        load_data_file,
-        resolve_model,
-        sample_run,
-    )
-
     spec = resolve_model(args.model)
     if args.data:
         data = load_data_file(args.data)
@@ -382,15 +377,17 @@ def _sample_locked(args, argv: Sequence[str], out: Path) -> int:
             file=sys.stderr,
             flush=True,
         )
-    tree = sample_run(
-        spec,
-        data,
-        settings,
-        progress=progress,
-        data_source=data_source,
-        command=shlex.join(["ppl", *argv]),
-    )
-    return _finish_sample(tree, out, args.model, args.strict)
+    # locked while it samples and saves (not before: a usage error leaves no lock file)
+    with RunLock(out):
+        tree = sample_run(
+            spec,
+            data,
+            settings,
+            progress=progress,
+            data_source=data_source,
+            command=shlex.join(["ppl", *argv]),
+        )
+        return _finish_sample(tree, out, args.model, args.strict)
 
 
 def _summary(args) -> int:

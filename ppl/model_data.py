@@ -20,8 +20,10 @@ import numpy as np
 __all__ = [
     "argument_names",
     "array_arguments",
+    "rectangular_array",
     "find_concrete_leaves",
     "join_data",
+    "model_function",
     "split_data",
 ]
 
@@ -31,6 +33,35 @@ def _plain_numbers(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return all(_plain_numbers(v) for v in value)
     return isinstance(value, bool | int | float) and not isinstance(value, np.generic)
+
+
+def _ragged_detail(value: list) -> str:
+    """Where a nested list stops being rectangular, e.g. "rows of lengths 2, 3"."""
+    lengths = [len(v) if isinstance(v, list | tuple) else None for v in value]
+    if any(n is None for n in lengths) and any(n is not None for n in lengths):
+        return "numbers and lists mixed at the top level"
+    shown = sorted({n for n in lengths if n is not None})
+    if len(shown) > 1:
+        return "rows of lengths " + ", ".join(str(n) for n in shown[:5])
+    for v in value:  # the rows agree; look one level down
+        if isinstance(v, list | tuple):
+            return "in a row: " + _ragged_detail(v)
+    return "not an array of numbers"
+
+
+def rectangular_array(value: list) -> np.ndarray:
+    """``np.asarray`` of a nested list of numbers.
+
+    Raises:
+        ValueError: the list is ragged; the message says where ("rows of lengths 2, 3").
+    """
+    try:
+        out = np.asarray(value)
+    except ValueError:  # NumPy refuses ragged nested lists
+        out = None
+    if out is None or out.dtype == object:
+        raise ValueError(_ragged_detail(value))
+    return out
 
 
 def array_arguments(model: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -47,16 +78,12 @@ def array_arguments(model: Callable, args: tuple, kwargs: dict) -> tuple[tuple, 
         if not isinstance(value, list) or not value or not _plain_numbers(value):
             return value
         try:
-            out = np.asarray(value)
-        except ValueError:  # ragged
-            out = None
-        if out is None or out.dtype == object:
-            lengths = sorted({len(v) for v in value if isinstance(v, list | tuple)})
-            detail = f"rows of lengths {lengths[:5]}" if len(lengths) > 1 else "mixed nesting"
+            out = rectangular_array(value)
+        except ValueError as err:
             raise TypeError(
-                f"model argument {name!r} is a ragged list ({detail}): pass a rectangular "
+                f"model argument {name!r} is a ragged list ({err}): pass a rectangular "
                 "array (numpy or jax.numpy), or a list of arrays"
-            )
+            ) from None
         return jnp.asarray(out)  # JAX's default dtypes, as a data file's lists get
 
     leaves = [
@@ -162,12 +189,19 @@ def find_concrete_leaves(ld: Any) -> tuple[int, ...]:
     return concrete
 
 
+def model_function(model: Callable | None) -> Any:
+    """The function a model is: unwrapped from decorators and from handlers (ppl's or
+    NumPyro's) used as decorators."""
+    model = inspect.unwrap(model)
+    while not inspect.isfunction(model) and callable(getattr(model, "fn", None)):
+        model = inspect.unwrap(model.fn)
+    return model
+
+
 def argument_names(model: Callable | None, leaves: list) -> list[str]:
     """A readable name per ``(path, leaf)`` of ``tree_flatten_with_path((args, kwargs))``:
     the model's parameter name (from its signature), and the path inside the argument."""
-    model = inspect.unwrap(model)
-    while not inspect.isfunction(model) and callable(getattr(model, "fn", None)):
-        model = inspect.unwrap(model.fn)  # a handler (ppl's or NumPyro's) as a decorator
+    model = model_function(model)
     try:
         params = [
             p.name

@@ -5,12 +5,12 @@ with each latent site's slice of the flat vector), the prototype trace that
 fixes a model's site layout, and the per-site transforms between the
 constrained and unconstrained scales. :mod:`ppl.density` builds its
 ``LogDensity`` from these; :mod:`ppl.latent` uses the transforms to set latent
-sites. Talks only to :mod:`ppl.handlers` and :mod:`ppl.primitives`.
+sites. Talks only to :mod:`ppl.handlers`, :mod:`ppl.primitives` and
+:mod:`ppl.model_data`.
 """
 
 from __future__ import annotations
 
-import inspect
 import linecache
 import math
 import traceback
@@ -24,6 +24,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
 from ppl.handlers import Messenger, seed, trace
+from ppl.model_data import model_function
 from ppl.primitives import _base_dist
 
 __all__ = [
@@ -142,10 +143,7 @@ def model_line(err: BaseException, model: Callable) -> str:
     """``", at FILE:LINE: SOURCE"``, the last line of the model's own file in the error's
     traceback (where a distribution's bad parameter stands, with the site being built),
     or ``""`` when the traceback does not pass through it."""
-    fn = inspect.unwrap(model)
-    while not inspect.isfunction(fn) and callable(getattr(fn, "fn", None)):
-        fn = inspect.unwrap(fn.fn)  # a handler used as a decorator
-    code = getattr(fn, "__code__", None)
+    code = getattr(model_function(model), "__code__", None)
     if code is None:
         return ""
     found = None

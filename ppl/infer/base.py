@@ -75,8 +75,10 @@ class Warmup(NamedTuple):
         final: ``final(warmup_state) -> (step_size, inverse_mass_matrix)``, what sampling
             uses, as the driver reports it.
         chunk_end: ``chunk_end(warmup_state, next_iteration) -> warmup_state`` or ``None``:
-            after each chunk of iterations the driver runs (its stops end chunks), for work
-            too costly for every iteration, e.g. a judgement of the recent draws.
+            after each chunk of iterations the driver runs, for work too costly for every
+            iteration, e.g. a judgement of the recent draws.
+        stops: the iteration counts at which ``chunk_end`` has work: the driver ends a chunk
+            there, with every chain (and reads what it left in the state).
     """
 
     schedule: Any
@@ -86,6 +88,7 @@ class Warmup(NamedTuple):
     after: Callable[..., Any]
     final: Callable[[Any], tuple[Array, Any]]
     chunk_end: Callable[..., Any] | None = None
+    stops: tuple[int, ...] = ()
 
 
 class StepParameters(NamedTuple):

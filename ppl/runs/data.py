@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ppl.model_data import rectangular_array
 from ppl.runs.errors import UsageError
 
 __all__ = ["check_data", "data_fingerprint", "load_data_file"]
@@ -25,31 +26,13 @@ __all__ = ["check_data", "data_fingerprint", "load_data_file"]
 def _from_json(key: str, value: Any) -> Any:
     if isinstance(value, list):
         try:
-            arr = np.asarray(value)
-        except ValueError:  # NumPy refuses ragged nested lists
-            arr = None
-        if arr is None or arr.dtype == object:
+            return rectangular_array(value)
+        except ValueError as err:
             raise UsageError(
-                f"key {key!r} is a ragged list ({_ragged_detail(value)}): nested lists must "
-                "be rectangular arrays of numbers"
-            )
-        return arr
+                f"key {key!r} is a ragged list ({err}): nested lists must be rectangular "
+                "arrays of numbers"
+            ) from None
     return value
-
-
-def _ragged_detail(value: list) -> str:
-    """Where a nested list stops being rectangular, e.g. "rows of lengths 3, 2"."""
-    lengths = [len(v) if isinstance(v, list) else None for v in value]
-    if any(n is None for n in lengths) and any(n is not None for n in lengths):
-        return "numbers and lists mixed at the top level"
-    shown = sorted({n for n in lengths if n is not None})
-    if len(shown) > 1:
-        listed = ", ".join(str(n) for n in shown[:5])
-        return f"rows of lengths {listed}"
-    for v in value:  # the rows agree; look one level down
-        if isinstance(v, list):
-            return "in a row: " + _ragged_detail(v)
-    return "not an array of numbers"
 
 
 def load_data_file(path: str | Path) -> dict:

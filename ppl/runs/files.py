@@ -113,7 +113,6 @@ def save_run(tree, path: str | Path) -> Path:
     incomplete = tree.attrs.pop(_INCOMPLETE, None)
     for node in tree.subtree:
         node.attrs = {k: _netcdf_attr(v) for k, v in node.attrs.items() if v is not None}
-    tree.attrs.pop(CHECKSUMS, None)
     tree.attrs[CHECKSUMS] = json.dumps(checksums(tree), sort_keys=True)
     tree.to_netcdf(tmp, engine="h5netcdf")
     _append_digest(tmp)
@@ -160,7 +159,8 @@ def load_run(path: str | Path):
         raise RunError(f"run file {path} does not exist")
     if path.is_dir():
         raise RunError(f"run file {path} is a folder, not a run file")
-    _check_digest(path)  # before HDF5 parses it: a damaged file can make HDF5 hang
+    # before HDF5 parses it: a damaged file can make HDF5 hang
+    bytes_verified = _check_digest(path)
     try:
         with xr.open_datatree(path, engine="h5netcdf") as opened:
             tree = opened.load().copy()
@@ -175,7 +175,8 @@ def load_run(path: str | Path):
             f"run file {path} is netCDF but not a ppl run (no ppl_format attribute or no "
             "posterior group)"
         )
-    verify_checksums(tree, path)
+    if not bytes_verified:  # unchanged bytes decode to unchanged values: no second hash
+        verify_checksums(tree, path)
     return tree
 
 
@@ -204,9 +205,10 @@ def _append_digest(path: Path) -> None:
         f.write(_TRAILER_MAGIC + digest.encode() + b"\n")
 
 
-def _check_digest(path: Path) -> None:
-    """Verify the trailer that :func:`save_run` appended (files without one are older runs
-    or rewritten by other tools: their per-variable checksums are checked after reading).
+def _check_digest(path: Path) -> bool:
+    """Verify the trailer that :func:`save_run` appended: ``True`` when the bytes match,
+    ``False`` when there is no trailer (older runs, or a file rewritten by other tools:
+    their per-variable checksums are checked after reading).
 
     Raises:
         RunError: the bytes do not match, or the trailer is damaged.
@@ -217,7 +219,7 @@ def _check_digest(path: Path) -> None:
         tail = f.read()
     at = tail.rfind(_TRAILER_MAGIC)
     if at < 0:
-        return
+        return False
     trailer = tail[at:]
     stored = trailer[len(_TRAILER_MAGIC) : len(_TRAILER_MAGIC) + 64]
     well_formed = len(trailer) == _TRAILER_SIZE and trailer.endswith(b"\n")
@@ -228,6 +230,7 @@ def _check_digest(path: Path) -> None:
             f"run file {path} is damaged: its bytes do not match the SHA-256 written with "
             "it (the file changed after ppl wrote it); sample again or restore a copy"
         )
+    return True
 
 
 CHECKSUMS = "ppl_checksums"

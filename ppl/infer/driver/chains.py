@@ -37,7 +37,6 @@ from jax.sharding import Mesh, PartitionSpec
 from ppl.infer.driver import rescue, sharding
 from ppl.infer.driver.program import ChainCarry, Draws, Program, SamplingState
 from ppl.infer.driver.progress import Progress, SharedProgress, next_chunk
-from ppl.infer.warmup import auto_metric, nutpie
 
 __all__ = [
     "CHAIN_METHODS",
@@ -120,8 +119,9 @@ def compile_program(
         mesh: the run's device mesh, or None.
 
     Returns:
-        ``{"init", "empty_draws", "advance", "finish"}`` jitted over the chains (and, once
-        a threaded run made it, ``"compiled_advance"``: its ahead-of-time executables).
+        ``{"init", "empty_draws", "advance", "finish"}`` jitted over the chains, the
+        warmup's ``"warmup_stops"`` (:class:`~ppl.infer.base.Warmup`), and, once a threaded
+        run made it, ``"compiled_advance"``: its ahead-of-time executables.
     """
     entry = PROGRAM_CACHE.pop(key, None)
     if entry is None:
@@ -170,6 +170,7 @@ def _jit_program(program: Program, batch: Callable) -> dict:
             batch(program.advance, (0, 0, 0, None, None, None)), donate_argnums=(1, 2)
         ),
         "finish": jax.jit(batch(program.finish, (0,))),
+        "warmup_stops": tuple(program.warmup.stops),
     }
 
 
@@ -322,15 +323,15 @@ class ChainRun:
                 self._checkpoint(stop)
 
     def stops(self) -> tuple[int, ...]:
-        """Iterations the chains advance to together: warmup's checkpoints, then the end."""
+        """Iterations the chains advance to together: chain rescue's checkpoints and the
+        warmup's own stops, then the end."""
         total = self.sizes.num_iterations
         if self.sizes.chain_method == "sequential":
             return (total,)
         points: set[int] = set()
         if self.rescue is not None:
             points.update(rescue.check_iterations(self.sizes.num_warmup, self.rescue))
-        if self.switch_metric is not None:  # after each iteration where the warmup judges
-            points.update(i + 1 for i in auto_metric.judge_iterations(*self._auto_window()))
+        points.update(self.fns["warmup_stops"])  # where the warmup's chunk_end has work
         return (*sorted(points), total)
 
     def _checkpoint(self, stop: int) -> None:
@@ -342,11 +343,6 @@ class ChainRun:
             self.rescue_lost_chains(stop)
         if self.switch_metric is not None and self.metric_switched is None:
             self.maybe_switch_metric(stop)
-
-    def _auto_window(self) -> tuple[int, int]:
-        """``(num_warmup, since)`` of ``metric="auto"``'s judgements."""
-        num_warmup = self.sizes.num_warmup
-        return num_warmup, int(nutpie.EARLY_WINDOW * num_warmup)
 
     def maybe_switch_metric(self, iteration: int) -> bool:
         """``metric="auto"``: once a chain's draws since the early window show correlations

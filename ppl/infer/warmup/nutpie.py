@@ -526,7 +526,7 @@ def nutpie_warmup(
         # after the loop, not in it: a conditional there that reads the buffer makes XLA
         # copy the buffer every iteration (2-3x slower on cheap targets)
         buf = w.buffer
-        due = jnp.isin(next_iteration - 1, jnp.asarray(judged, jnp.int32))
+        due = jnp.isin(next_iteration, jnp.asarray(stops, jnp.int32))
 
         def judge(_: Any) -> Array:
             return auto_wants_low_rank(buf.draws, buf.stamp, buf.weight, early_end)
@@ -534,8 +534,10 @@ def nutpie_warmup(
         wants = jax.lax.cond(due, judge, lambda old: old, w.wants_low_rank)
         return w._replace(wants_low_rank=wants)
 
-    judging = chunk_end if diagonal_view and judged else None
-    return Warmup(schedule, init, before, parameters, after, final, judging)
+    if not (diagonal_view and judged):
+        return Warmup(schedule, init, before, parameters, after, final)
+    stops = tuple(i + 1 for i in judged)  # the driver stops right after each judgement
+    return Warmup(schedule, init, before, parameters, after, final, chunk_end, stops)
 
 
 def _reset(w: NutpieWarmupState, reset: Array, hold_until: Array, da) -> NutpieWarmupState:
