@@ -7,6 +7,7 @@ Commands::
                      --method nuts|hmc|advi|pathfinder] --out RUN
     ppl summary RUN                              summary table, checks and verdict
     ppl report RUN -o report.html                self-contained HTML diagnostics report
+    ppl loo RUN [--data FILE]                    PSIS-LOO in bounded memory
 
 MODEL is a zoo name (``ppl models``) or the path of a Python file that defines
 ``model`` and its data (``load_data()`` or a ``data`` dict); ``--data FILE`` (JSON or
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -73,14 +75,24 @@ def _probability(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def _real(low: float, inclusive: bool):
+    """An argparse type: a finite number > ``low`` (>= with ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value >= low if inclusive else value > low) or not math.isfinite(value):
+            bound = f"{'>=' if inclusive else '>'} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
+
+
+_positive = _real(0.0, inclusive=False)
+_nonnegative = _real(0.0, inclusive=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +148,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not restart a chain that falls away from the others during warmup",
     )
+    s.add_argument(
+        "--pointwise",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="store log_likelihood and posterior_predictive (a value per draw and per "
+        "observation): auto (default) unless a group exceeds 1e8 values; always; never",
+    )
     s.add_argument("--force", action="store_true", help="overwrite RUN if it exists")
+    s.add_argument(
+        "--save-every",
+        type=_nonnegative,
+        default=5.0,
+        metavar="SECONDS",
+        help="nuts/hmc: save the run so far (incomplete, resumable) about this often while it "
+        "runs, so a killed process loses at most that much; 0: only at the end (default: 5)",
+    )
     s.add_argument(
         "--resume",
         metavar="RUN",
@@ -165,6 +192,19 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="exit 1 if a check failed (verdict: do not trust)"
     )
     r.add_argument("--no-progress", action="store_true", help="no progress messages")
+
+    lo = sub.add_parser(
+        "loo",
+        help="PSIS-LOO of a run, in bounded memory (also when it did not store log_likelihood)",
+        parents=[common],
+    )
+    lo.add_argument("run", metavar="RUN")
+    lo.add_argument("--data", metavar="FILE", help="the run's data, if not where it was")
+    lo.add_argument("--var", metavar="SITE", help="observed site (default: the first)")
+    lo.add_argument(
+        "--recompute", action="store_true", help="recompute the log-likelihood even if stored"
+    )
+    lo.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -198,6 +238,8 @@ def _resume(args, argv: Sequence[str]) -> int:
     from ppl.runs import RunLock
 
     run_path = Path(args.resume)
+    if not run_path.is_file():  # before the lock: a mistyped path leaves no lock file
+        raise UsageError(f"run file {run_path} does not exist: there is nothing to resume")
     out = Path(args.out) if args.out else run_path
     with RunLock(run_path), _maybe_lock(out, run_path):
         return _resume_locked(args, argv, run_path, out)
@@ -213,37 +255,16 @@ def _maybe_lock(out: Path, held: Path):
 
 
 def _resume_locked(args, argv: Sequence[str], run_path: Path, out: Path) -> int:
-    from ppl.runs import (
-        Settings,
-        check_data,
-        data_fingerprint,
-        load_data_file,
-        load_run,
-        load_sampler_state,
-        resolve_model,
-        sample_run,
-    )
+    from ppl.runs import Settings, load_run, load_sampler_state, sample_run
+    from ppl.runs.inputs import changes_since, run_inputs
 
-    saved = load_run(run_path)
-    attrs = saved.attrs
+    attrs = load_run(run_path, groups=("posterior",)).attrs
     if int(attrs.get("ppl_complete", 1)):
         raise UsageError(f"{run_path} is a complete run: there is nothing to resume")
     state = load_sampler_state(run_path)
     settings = Settings.from_json(str(attrs["ppl_settings"]))
-    spec = resolve_model(args.model)
-    if spec.name != attrs.get("ppl_model"):
-        raise UsageError(
-            f"{run_path} is a run of model {attrs.get('ppl_model')!r}, not {spec.name!r}"
-        )
-    data_source = str(attrs.get("ppl_data_source", ""))
-    if args.data:
-        data, data_source = load_data_file(args.data), str(args.data)
-        check_data(spec.model, data, f"data file {args.data}")
-    elif data_source and data_source != spec.data_source and Path(data_source).exists():
-        data = load_data_file(data_source)
-    else:
-        data = spec.data
-    overrides = _changes_since(attrs, data_fingerprint(data), spec)
+    spec, data, data_source = run_inputs(attrs, run_path, args.model, args.data)
+    overrides = changes_since(attrs, spec, data)
     if overrides and not args.allow_changes:
         raise UsageError(
             f"{run_path} was sampled with other {' and '.join(overrides)}: resuming would mix "
@@ -263,28 +284,16 @@ def _resume_locked(args, argv: Sequence[str], run_path: Path, out: Path) -> int:
         command=shlex.join(["ppl", *argv]),
         resume_state=state,
         overrides=overrides,
+        **_autosave(args, out),
     )
     return _finish_sample(tree, out, args.model, args.strict)
 
 
-def _changes_since(attrs, fingerprint: dict, spec) -> list[str]:
-    """What differs from the run being resumed, in words ("data (key(s) y differ)", "model
-    source (FILE was edited)"); runs saved before ppl kept fingerprints are not checked."""
-    from ppl.runs import source_fingerprint
-
-    changes = []
-    saved_data = attrs.get("ppl_data_sha256")
-    if saved_data is not None:
-        saved = json.loads(str(saved_data))
-        keys = sorted(
-            k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
-        )
-        if keys:
-            changes.append(f"data (key(s) {', '.join(keys)} differ)")
-    saved_model = attrs.get("ppl_model_sha256")
-    if saved_model is not None and str(saved_model) != source_fingerprint(spec.source):
-        changes.append(f"model source ({spec.file or spec.name} was edited)")
-    return changes
+def _autosave(args, out: Path) -> dict:
+    """``sample_run``'s saving while it runs, from ``--save-every``."""
+    if not args.save_every:
+        return {}
+    return {"autosave_to": out, "save_every": args.save_every}
 
 
 def _finish_sample(tree, out: Path, model: str, strict: bool) -> int:
@@ -303,6 +312,7 @@ def _finish_sample(tree, out: Path, model: str, strict: bool) -> int:
         return EXIT_INTERRUPTED
     try:
         print(f"saved {out}", flush=True)
+        _print_skipped(tree, out)
         assessment = assess(tree)
         print(assessment.text())
     except KeyboardInterrupt:  # the run is complete and saved: say so
@@ -360,6 +370,7 @@ def _sample(args, argv: Sequence[str]) -> int:
         learning_rate=args.learning_rate,
         discrete=not args.no_discrete,
         rescue=not args.no_rescue,
+        pointwise=args.pointwise,
     )
     progress = not args.no_progress
     if progress:
@@ -386,8 +397,20 @@ def _sample(args, argv: Sequence[str]) -> int:
             progress=progress,
             data_source=data_source,
             command=shlex.join(["ppl", *argv]),
+            **_autosave(args, out),
         )
         return _finish_sample(tree, out, args.model, args.strict)
+
+
+def _require_draws(tree, path: str) -> None:
+    """A run stopped in warmup has no draws to check: say so, and how to continue it."""
+    if tree["posterior"].sizes.get("draw", 0):
+        return
+    model = tree.attrs.get("ppl_model_file") or tree.attrs.get("ppl_model", "MODEL")
+    raise UsageError(
+        f"{path} holds no draws yet: the run stopped during warmup; continue it with: "
+        f"ppl sample {shlex.quote(str(model))} --resume {shlex.quote(str(path))}"
+    )
 
 
 def _summary(args) -> int:
@@ -396,7 +419,9 @@ def _summary(args) -> int:
     from ppl.report import assess
     from ppl.runs import load_run, run_attrs
 
-    tree = load_run(args.run)
+    # only what the checks read: not the pointwise posterior_predictive, nor observed_data
+    tree = load_run(args.run, groups=("posterior", "sample_stats", "log_likelihood"))
+    _require_draws(tree, args.run)
     attrs = run_attrs(tree)
     assessment = assess(tree)
     settings = attrs.get("ppl_settings") if isinstance(attrs.get("ppl_settings"), dict) else {}
@@ -430,11 +455,30 @@ def _summary(args) -> int:
     return _verdict_exit(assessment, args.strict)
 
 
+def _print_skipped(tree, out: Path) -> None:
+    """One line when the run left its pointwise groups out (``--pointwise``)."""
+    from ppl.runs.pointwise import skipped_note
+
+    note = skipped_note(tree, shlex.quote(str(out)))
+    if note:
+        print(note, flush=True)
+
+
+def _loo(args) -> int:
+    """``ppl loo RUN``: PSIS-LOO in bounded memory (:mod:`ppl.runs.loo`)."""
+    from ppl.runs.loo import run_loo
+
+    result = run_loo(args.run, data_file=args.data, var_name=args.var, recompute=args.recompute)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
+    return EXIT_OK
+
+
 def _report(args) -> int:
     from ppl.report import assess, write_report
     from ppl.runs import load_run
 
     tree = load_run(args.run)
+    _require_draws(tree, args.run)
     out = Path(args.out)
     if not out.parent.exists():
         raise UsageError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -508,6 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sample(args, argv)
         if args.command == "summary":
             return _summary(args)
+        if args.command == "loo":
+            return _loo(args)
         return _report(args)
     except UsageError as err:
         if debug:

@@ -127,10 +127,10 @@ def test_a_signal_stops_a_run_without_progress_bar_within_a_chunk(tmp_path, sig)
     run = tmp_path / "run.nc"
     proc = _ppl(
         "sample", str(model), "--chains", "2", "--warmup", "50", "--draws", "100000",
-        "--seed", "1", "--no-progress", "--out", str(run), stderr=subprocess.PIPE,
+        "--seed", "1", "--no-progress", "--save-every", "1", "--out", str(run),
+        stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(8.0)  # import, compile, warmup: sampling has begun
-    assert proc.poll() is None, proc.stderr.read()
+    _wait_for_saved_draws(run, proc)  # import, compile, warmup: sampling has begun
     sent = time.monotonic()
     proc.send_signal(sig)
     stderr = proc.communicate(timeout=120)[1]
@@ -143,13 +143,30 @@ def test_a_signal_stops_a_run_without_progress_bar_within_a_chunk(tmp_path, sig)
     assert int(load_run(run).attrs["ppl_complete"]) == 0
 
 
+def _wait_until(condition, proc, timeout=240.0) -> None:
+    """Wait until ``condition()`` holds while ``proc`` runs (polled every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if condition():
+            return
+        time.sleep(0.1)
+    stderr = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+    raise AssertionError(f"condition not reached (exit {proc.poll()}): {stderr}")
+
+
+def _wait_for_saved_draws(run: Path, proc) -> None:
+    """Wait until ``ppl sample`` saved a run with draws while it runs (saves replace the file
+    whole: every read sees a complete, checksummed file)."""
+    _wait_until(lambda: run.exists() and load_run(run)["posterior"].sizes.get("draw", 0) > 0, proc)
+
+
 def _start_slow(tmp_path, run, *extra):
     model = tmp_path / "slow.py"
     if not model.exists():
         model.write_text(SLOW_MODEL)
     return _ppl(
         "sample", str(model), "--chains", "2", "--warmup", "50", "--draws", "100000",
-        "--seed", "1", "--no-progress", "--out", str(run), *extra,
+        "--seed", "1", "--no-progress", "--save-every", "1", "--out", str(run), *extra,
         stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -157,8 +174,7 @@ def _start_slow(tmp_path, run, *extra):
 def test_a_second_writer_is_refused_at_once_and_the_first_run_is_intact(tmp_path):
     run = tmp_path / "run.nc"
     first = _start_slow(tmp_path, run)
-    time.sleep(6.0)
-    assert first.poll() is None
+    _wait_for_saved_draws(run, first)
     began = time.monotonic()
     second = _start_slow(tmp_path, run, "--force")
     stderr = second.communicate(timeout=120)[1]
@@ -176,7 +192,7 @@ def test_a_second_writer_is_refused_at_once_and_the_first_run_is_intact(tmp_path
 def test_resume_refuses_other_data_or_an_edited_model_unless_allowed(tmp_path):
     run = tmp_path / "run.nc"
     proc = _start_slow(tmp_path, run)
-    time.sleep(6.0)
+    _wait_for_saved_draws(run, proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -204,9 +220,90 @@ def test_resume_refuses_other_data_or_an_edited_model_unless_allowed(tmp_path):
         "sample", str(model), "--resume", str(run), "--no-progress", "--allow-changes",
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(6.0)
+    _wait_until(lambda: "edited" in str(load_run(run).attrs["ppl_resume_overrides"]), allowed)
     allowed.send_signal(signal.SIGINT)
     allowed.communicate(timeout=120)
     assert allowed.returncode == 130
     overrides = json.loads(str(load_run(run).attrs["ppl_resume_overrides"]))
     assert overrides == ["model source (" + str(model) + " was edited)"], overrides
+
+
+def test_a_killed_run_resumes_from_disk_to_the_uninterrupted_draws(tmp_path):
+    """kill -9 mid-sampling: the run saved while it ran is read by summary, and --resume
+    finishes it to exactly the draws of a run that was never stopped."""
+    settings = ["--chains", "2", "--warmup", "50", "--draws", "15000", "--seed", "4"]
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    run = tmp_path / "run.nc"
+    proc = _ppl(
+        "sample", str(model), *settings, "--no-progress", "--save-every", "0.5",
+        "--out", str(run), stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _wait_for_saved_draws(run, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    partial = load_run(run)  # the last save: whole, checksummed, incomplete
+    assert int(partial.attrs["ppl_complete"]) == 0
+    kept = partial["posterior"].sizes["draw"]
+    assert 0 < kept < 15000 and state_path(run).exists()
+    assert not list(tmp_path.glob("*.partial*"))  # no temporary file was left complete
+
+    summary = subprocess.run(
+        [sys.executable, "-m", "ppl", "summary", str(run)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )  # fmt: skip
+    assert summary.returncode == 0, summary.stderr
+    assert "(INCOMPLETE)" in summary.stdout
+
+    resumed = _ppl("sample", str(model), "--resume", str(run), "--no-progress")
+    assert resumed.wait(timeout=600) == 0
+    assert not state_path(run).exists()
+    reference = tmp_path / "reference.nc"
+    full = _ppl(
+        "sample", str(model), *settings, "--no-progress", "--save-every", "0",
+        "--out", str(reference),
+    )  # fmt: skip
+    assert full.wait(timeout=600) == 0
+    a, b = load_run(run), load_run(reference)
+    assert int(a.attrs["ppl_complete"]) == 1
+    np.testing.assert_array_equal(a["posterior"]["x"].values, b["posterior"]["x"].values)
+    np.testing.assert_array_equal(a["posterior"]["x"].values[:, :kept], partial["posterior"]["x"])
+    for name in ("lp", "diverging", "n_steps"):
+        np.testing.assert_array_equal(a["sample_stats"][name], b["sample_stats"][name])
+
+
+def test_a_run_killed_in_warmup_says_it_has_no_draws_yet(tmp_path):
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    run = tmp_path / "run.nc"
+    proc = _ppl(
+        "sample", str(model), "--chains", "2", "--warmup", "100000", "--draws", "10",
+        "--no-progress", "--save-every", "0.5", "--out", str(run), stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not state_path(run).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert state_path(run).exists() and int(load_run(run).attrs["ppl_complete"]) == 0
+
+    def ppl(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ppl", *args], cwd=REPO, capture_output=True, text=True,
+            timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )  # fmt: skip
+
+    for command in (["summary", str(run)], ["report", str(run), "-o", str(tmp_path / "r.html")]):
+        out = ppl(*command)
+        assert out.returncode == 2, out.stderr
+        assert "holds no draws yet: the run stopped during warmup" in out.stderr
+        assert f"--resume {run}" in out.stderr
+    # resuming a run that is not there: a clear error, and no lock file left behind
+    missing = tmp_path / "missing.nc"
+    out = ppl("sample", str(model), "--resume", str(missing))
+    assert out.returncode == 2 and "does not exist: there is nothing to resume" in out.stderr
+    assert not list(tmp_path.glob("missing*"))
+    out = ppl("sample", str(model), "--out", str(tmp_path / "x.nc"), "--save-every", "-1")
+    assert out.returncode == 2 and "--save-every" in out.stderr

@@ -1,6 +1,7 @@
 """Diagnostic checks of a run and the verdict: trust / look closer / do not trust.
 
-Every number comes from arviz-stats (``summary``, ``bfmi``, ``loo``); this module only
+Every number comes from arviz-stats (``summary``, ``bfmi``, ``loo``; PSIS-LOO of many
+observations from its arithmetic vectorized, :mod:`ppl.report.loo`); this module only
 compares them with the thresholds and words the findings.
 
 Levels: a *fail* means the draws may misrepresent the posterior (divergences, R-hat,
@@ -46,7 +47,8 @@ class Thresholds:
 
 @dataclasses.dataclass
 class Finding:
-    """One diagnostic result: ``level`` is "fail", "warn" or "ok"."""
+    """One diagnostic result: ``level`` is "fail", "warn", "ok" or "info" (a note that
+    does not bear on the verdict, e.g. a check the run's data left out on purpose)."""
 
     level: str
     check: str
@@ -71,7 +73,8 @@ class Assessment:
         tree_depth: per chain, dict with mean depth, and draws at the maximum (or None).
         max_tree_depth: the NUTS setting of the run (or None).
         ebfmi: per chain E-BFMI (or None).
-        loo: ``arviz_stats.loo`` result (or None), with ``loo_error`` when it failed.
+        loo: ``arviz_stats.loo`` result (or None), with ``loo_error`` when it failed and
+            ``loo_skipped`` (why) when the run left its pointwise log-likelihood out.
         pareto_k_vi: variational runs: Pareto k of the draws' importance weights.
         thresholds: the thresholds used.
     """
@@ -88,6 +91,7 @@ class Assessment:
     ebfmi: np.ndarray | None = None
     loo: Any = None
     loo_error: str | None = None
+    loo_skipped: str | None = None
     pareto_k_vi: float | None = None
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
 
@@ -99,7 +103,7 @@ class Assessment:
 
     def text(self) -> str:
         """The verdict and every finding as plain text (for the terminal)."""
-        marks = {"fail": "FAIL", "warn": "WARN", "ok": " ok "}
+        marks = {"fail": "FAIL", "warn": "WARN", "ok": " ok ", "info": "info"}
         lines = [f"Verdict: {self.verdict.upper()}"]
         lines += [f"  [{marks[f.level]}] {f.check}: {f.message}" for f in self.findings]
         return "\n".join(lines)
@@ -205,9 +209,11 @@ def assess(tree, thresholds: Thresholds | None = None) -> Assessment:
         _check_mcmc(out, tree, stats, thresholds, findings)
     else:
         _check_vi(out, tree, thresholds, findings)
-    _check_loo(out, tree, thresholds, findings)
+    from ppl.report.loo import check_loo
 
-    order = {"fail": 0, "warn": 1, "ok": 2}
+    check_loo(out, tree, thresholds, findings)
+
+    order = {"fail": 0, "warn": 1, "ok": 2, "info": 3}
     findings.sort(key=lambda f: order[f.level])
     if any(f.level == "fail" for f in findings):
         out.verdict = "do not trust"
@@ -518,50 +524,6 @@ def _check_vi(out: Assessment, tree, thresholds: Thresholds, findings) -> None:
                 "ok",
                 "Pareto k",
                 f"Pareto k of the importance weights is {k:.2f} ≤ {thresholds.pareto_k_max}",
-            )
-        )
-
-
-def _check_loo(out: Assessment, tree, thresholds: Thresholds, findings) -> None:
-    if "log_likelihood" not in tree.children or not tree["log_likelihood"].data_vars:
-        return
-    import warnings
-
-    import arviz_stats
-
-    if len(tree["log_likelihood"].data_vars) > 1:
-        # loo needs one variable: the first observed site
-        var_name = next(iter(tree["log_likelihood"].data_vars))
-    else:
-        var_name = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loo = arviz_stats.loo(tree, pointwise=True, var_name=var_name)
-    except Exception as err:  # report the failure, do not hide the rest of the report
-        out.loo_error = f"{type(err).__name__}: {err}"
-        findings.append(Finding("warn", "PSIS-LOO", f"PSIS-LOO failed: {out.loo_error}"))
-        return
-    out.loo = loo
-    k = np.asarray(loo.pareto_k).reshape(-1)
-    bad = int((k > thresholds.pareto_k_max).sum())
-    if bad:
-        findings.append(
-            Finding(
-                "warn",
-                "PSIS-LOO",
-                f"Pareto k above {thresholds.pareto_k_max} for {bad} of {k.size} observations "
-                f"(largest {np.max(k):.2f}): the PSIS-LOO estimate is unreliable and those "
-                "observations are highly influential; check them or the model",
-            )
-        )
-    else:
-        findings.append(
-            Finding(
-                "ok",
-                "PSIS-LOO",
-                f"Pareto k ≤ {thresholds.pareto_k_max} for all {k.size} observations "
-                f"(elpd_loo {float(loo.elpd):.1f} ± {float(loo.se):.1f})",
             )
         )
 

@@ -48,7 +48,7 @@ th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
 tr.flag td{background:#fde8e8;font-weight:600}
 .lvl-fail{color:#a12619;font-weight:700}.lvl-warn{color:#8a5d00;font-weight:700}
-.lvl-ok{color:#1f6b31}
+.lvl-ok{color:#1f6b31}.lvl-info{color:#555}
 figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9rem}
 pre{background:#f6f6f6;padding:.8rem;overflow-x:auto;font-size:.8rem}
@@ -375,6 +375,9 @@ def _ppc_sections(s: _Sections, tree) -> None:
 
 def _loo_sections(s: _Sections, a: Assessment) -> None:
     if a.loo is None and a.loo_error is None:
+        if a.loo_skipped:
+            s.add("<h2>PSIS-LOO</h2>")
+            s.add(f"<p>PSIS-LOO was {_e(a.loo_skipped)}.</p>")
         return
     s.add("<h2>PSIS-LOO</h2>")
     if a.loo is None:
@@ -393,10 +396,12 @@ def _loo_sections(s: _Sections, a: Assessment) -> None:
                 [f"Pareto k ≤ {t} (good)", str(int((k <= t).sum()))],
                 [f"Pareto k in ({t}, 1] (bad)", str(int(((k > t) & (k <= 1)).sum()))],
                 ["Pareto k > 1 (very bad)", str(int((k > 1).sum()))],
+                ["Pareto k not fitted", str(int((~np.isfinite(k)).sum()))],
             ],
         )
     )
-    s.figure(lambda: figures.khat_figure(loo))
+    if k.size <= 100_000:  # a point per observation
+        s.figure(lambda: figures.khat_figure(loo))
 
 
 def _thresholds(t: Thresholds) -> str:

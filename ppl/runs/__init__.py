@@ -48,8 +48,18 @@ The submodules (this package only re-exports their public names):
   :data:`RUN_ATTRS`, an interrupted run's sampler state (:func:`state_path`,
   :func:`load_sampler_state`, :func:`incomplete_draws`) and :func:`run_attrs`;
 - :mod:`ppl.runs.pipelines`: :class:`Settings`, :data:`METHODS` (one runner per method)
-  and :func:`sample_run`.
-- :mod:`ppl.runs.locks`: :class:`RunLock`, one writer per run file.
+  and :func:`sample_run`;
+- :mod:`ppl.runs.locks`: :class:`RunLock`, one writer per run file;
+- :mod:`ppl.runs.inputs`: a saved run's model and data again (:func:`run_inputs`) and what
+  changed since it was sampled (:func:`changes_since`), for ``--resume`` and ``ppl loo``;
+- :mod:`ppl.runs.pointwise`: the log_likelihood and posterior_predictive groups in blocks
+  of draws, or left out above a size limit (``--pointwise``);
+- :mod:`ppl.runs.loo`: PSIS-LOO of a run in bounded memory (``ppl loo``), from its stored
+  log_likelihood or recomputed a block of observations at a time.
+
+While a nuts or hmc run samples, :func:`sample_run` (with ``autosave_to``) saves it every
+few seconds, marked incomplete, with its sampler state: a killed process leaves a run that
+``--resume`` finishes to the draws of an uninterrupted one.
 
 The DataTrees are built with :mod:`ppl.infer.results.datatree` (``vi_datatree``,
 ``add_group``), and :func:`posterior_predictive` comes from :mod:`ppl.infer.results.predictive`.

@@ -51,6 +51,7 @@ RUN_ATTRS = (
     "ppl_complete",
     "ppl_command",
     "ppl_created",
+    "ppl_pointwise_skipped",
     "ppl_checksums",
 )
 """Root attributes of a saved run (all str or int, as netCDF stores them)."""
@@ -114,17 +115,32 @@ def save_run(tree, path: str | Path) -> Path:
     for node in tree.subtree:
         node.attrs = {k: _netcdf_attr(v) for k, v in node.attrs.items() if v is not None}
     tree.attrs[CHECKSUMS] = json.dumps(checksums(tree), sort_keys=True)
-    tree.to_netcdf(tmp, engine="h5netcdf")
-    _append_digest(tmp)
     state_file = state_path(path)
-    if incomplete is not None:
-        state_tmp = state_file.with_name(f"{state_file.name}.{os.getpid()}.partial.npz")
-        np.savez(state_tmp, **incomplete["state"])
-        state_tmp.replace(state_file)
-    elif state_file.exists():
+    state_tmp = state_file.with_name(f"{state_file.name}.{os.getpid()}.partial.npz")
+    try:
+        tree.to_netcdf(tmp, engine="h5netcdf")
+        _append_digest(tmp)
+        # each file is written whole under a temporary name, flushed to disk, then renamed
+        # over the old one: a kill at any moment leaves the old file or the new one, never a
+        # mix; the state goes first (it alone is resumed from: never older than the run)
+        if incomplete is not None:
+            np.savez(state_tmp, **incomplete["state"])
+            _fsync(state_tmp)
+            state_tmp.replace(state_file)
+        _fsync(tmp)
+        tmp.replace(path)
+    finally:  # an error or an interrupt while writing leaves no temporary file
+        tmp.unlink(missing_ok=True)
+        state_tmp.unlink(missing_ok=True)
+    if incomplete is None and state_file.exists():  # after the complete run is in place
         state_file.unlink()
-    tmp.replace(path)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a written file to the disk (so that a renamed file survives a power cut)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def load_sampler_state(run_path: str | Path) -> dict:
@@ -146,8 +162,11 @@ def load_sampler_state(run_path: str | Path) -> dict:
         raise RunError(f"sampler state {file} could not be read ({type(err).__name__})") from None
 
 
-def load_run(path: str | Path):
+def load_run(path: str | Path, groups: tuple[str, ...] | None = None):
     """Read a run written by :func:`save_run` (fully into memory; the file is closed).
+
+    ``groups`` (e.g. ``("posterior", "sample_stats")``) reads only those groups (the others
+    are not read; absent ones are left out); the byte digest still covers the whole file.
 
     Raises:
         RunError: the file is missing, not netCDF, or not a ppl run.
@@ -163,7 +182,10 @@ def load_run(path: str | Path):
     bytes_verified = _check_digest(path)
     try:
         with xr.open_datatree(path, engine="h5netcdf") as opened:
-            tree = opened.load().copy()
+            tree = opened.copy()
+            for name in [n for n in tree.children if groups is not None and n not in groups]:
+                del tree[name]
+            tree = tree.load().copy()
     except Exception as err:  # h5py/h5netcdf raise OSError, ValueError, KeyError...
         raise RunError(
             f"run file {path} could not be read as a netCDF run ({type(err).__name__}: "
@@ -176,7 +198,7 @@ def load_run(path: str | Path):
             "posterior group)"
         )
     if not bytes_verified:  # unchanged bytes decode to unchanged values: no second hash
-        verify_checksums(tree, path)
+        verify_checksums(tree, path, groups)
     return tree
 
 
@@ -233,6 +255,12 @@ def _check_digest(path: Path) -> bool:
     return True
 
 
+def _group_of(key: str) -> str:
+    """The top-level group of a :func:`checksums` key ("" for the root)."""
+    path = key.partition("@")[0] if "@" in key else key.rpartition("/")[0]
+    return path.strip("/").split("/")[0]
+
+
 CHECKSUMS = "ppl_checksums"
 """Root attribute: JSON ``{"/group/variable": sha256, "/group@attrs": sha256, ...}``."""
 
@@ -275,7 +303,9 @@ def checksums(tree) -> dict[str, str]:
     return out
 
 
-def verify_checksums(tree, path: str | Path = "the run") -> None:
+def verify_checksums(
+    tree, path: str | Path = "the run", groups: tuple[str, ...] | None = None
+) -> None:
     """Check a loaded run against its stored checksums (runs saved without them pass).
 
     Raises:
@@ -289,6 +319,9 @@ def verify_checksums(tree, path: str | Path = "the run") -> None:
     except ValueError:
         raise RunError(f"run file {path} is damaged: its checksums cannot be read") from None
     actual = checksums(tree)
+    if groups is not None:  # a partial read: only the groups read (and the root's attrs)
+        loaded = set(tree.children)
+        expected = {k: v for k, v in expected.items() if _group_of(k) in loaded | {""}}
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key) == actual.get(key):
             continue

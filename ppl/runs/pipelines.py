@@ -19,13 +19,15 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from ppl.runs.data import check_data, data_fingerprint
 from ppl.runs.errors import UsageError
-from ppl.runs.files import _INCOMPLETE, RUN_FORMAT
+from ppl.runs.files import _INCOMPLETE, RUN_FORMAT, save_run
 from ppl.runs.models import ModelSpec
+from ppl.runs.pointwise import SKIPPED_ATTR, pointwise_policy
 
 __all__ = ["METHODS", "Settings", "sample_run", "source_fingerprint"]
 
@@ -53,6 +55,9 @@ class Settings:
         discrete: put draws of enumerated discrete sites into the posterior.
         rescue: restart a chain that falls away from the others during warmup
             (:mod:`ppl.infer.driver.rescue`).
+        pointwise: "auto", "always" or "never": whether the pointwise groups
+            (log_likelihood, posterior_predictive) are computed and stored; "auto" leaves
+            out a group of more than ``POINTWISE_MAX_VALUES`` values (:mod:`ppl.runs.pointwise`).
     """
 
     method: str = "nuts"
@@ -68,6 +73,7 @@ class Settings:
     learning_rate: float = 0.01
     discrete: bool = True
     rescue: bool = True
+    pointwise: str = "auto"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -110,9 +116,8 @@ def _add_predictive_groups(tree, spec, data, ld, latent, settings, progress, tim
     """
     import jax
 
-    from ppl.infer import log_likelihood
     from ppl.infer.results.datatree import add_group, observed_data
-    from ppl.infer.results.predictive import posterior_predictive
+    from ppl.runs.pointwise import add_log_likelihood, add_posterior_predictive
 
     observed = _observed(ld)
     if not observed:
@@ -121,17 +126,13 @@ def _add_predictive_groups(tree, spec, data, ld, latent, settings, progress, tim
     began = time.perf_counter()
     # with enumerated sites the pointwise log-likelihood needs their draws (to_datatree
     # adds it with them; ppl sample --no-discrete leaves it out)
+    # (both a block of draws at a time, or left out under --pointwise: ppl.runs.pointwise)
     if "log_likelihood" not in tree.children and not ld.enumerated_names:
-        ll = log_likelihood(spec.model, latent, batch_ndims=2, **data)
-        values = {k: np.asarray(v) for k, v in ll.items()}
-        add_group(tree, "log_likelihood", values, ld, dims, coords)
+        add_log_likelihood(tree, ld, latent, dims, coords)
     if "observed_data" not in tree.children:
         add_group(tree, "observed_data", observed_data(ld), ld, dims, coords)
-    if progress:
-        print("posterior predictive draws ...", file=sys.stderr, flush=True)
     key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), 1)
-    draws = posterior_predictive(spec.model, latent, observed, data, key)
-    add_group(tree, "posterior_predictive", draws, ld, dims, coords)
+    add_posterior_predictive(tree, ld, latent, observed, key, dims, coords, progress)
     timing["predictive_s"] = time.perf_counter() - began
 
 
@@ -142,15 +143,18 @@ def _run_mcmc(
     progress: bool,
     timing: dict,
     resume_state: dict | None = None,
+    autosave: Callable | None = None,
+    save_every: float | None = None,
 ):
     """NUTS or HMC: warm up and sample; the DataTree (posterior, sample_stats, ...).
 
     An interrupted run (Ctrl-C, or SIGTERM in the command-line tool) gives the draws kept so
     far, marked incomplete, with the sampler state to resume from (see
-    :func:`ppl.runs.files.save_run`); ``resume_state`` continues such a run.
+    :func:`ppl.runs.files.save_run`); ``resume_state`` continues such a run. ``autosave``
+    is given such a tree of the run so far about every ``save_every`` seconds (None:
+    :class:`ppl.infer.MCMC`'s default) while it runs (``MCMC(autosave=...)``).
     """
     import jax
-    import xarray as xr
 
     from ppl.infer import MCMC
 
@@ -161,6 +165,8 @@ def _run_mcmc(
         num_chains=settings.num_chains,
         progress_bar=progress,
         rescue=settings.rescue,
+        autosave=None if autosave is None else lambda m: autosave(_partial_tree(m, spec)),
+        **({} if save_every is None else {"autosave_seconds": save_every}),
     )
     began = time.perf_counter()
     with warnings.catch_warnings():
@@ -171,17 +177,7 @@ def _run_mcmc(
             mcmc.resume_from(resume_state, **data)
     timing["sampling_s"] = time.perf_counter() - began
     if not mcmc.complete:
-        if mcmc.num_completed_samples:
-            tree = mcmc.to_datatree(
-                dims=spec.dims or None, coords=spec.coords or None, discrete=settings.discrete
-            )
-        else:
-            tree = xr.DataTree.from_dict({"posterior": xr.Dataset()})
-        tree.attrs[_INCOMPLETE] = {
-            "state": mcmc.sampler_state(),
-            "kept": mcmc.num_completed_samples,
-        }
-        return tree
+        return _partial_tree(mcmc, spec)
     began = time.perf_counter()
     tree = mcmc.to_datatree(
         dims=spec.dims or None, coords=spec.coords or None, discrete=settings.discrete
@@ -194,6 +190,28 @@ def _run_mcmc(
         if ld.sites[k].kind == "latent"
     }
     _add_predictive_groups(tree, spec, data, ld, latent, settings, progress, timing)
+    return tree
+
+
+def _partial_tree(mcmc, spec: ModelSpec):
+    """An unfinished run's DataTree: the posterior and sample_stats of the draws so far (no
+    pointwise or discrete groups: they come with the complete run), marked incomplete with
+    the sampler state to resume from."""
+    import xarray as xr
+
+    from ppl.infer.results.datatree import mcmc_to_datatree
+
+    if mcmc.num_completed_samples:
+        tree = mcmc_to_datatree(
+            mcmc,
+            dims=spec.dims or None,
+            coords=spec.coords or None,
+            discrete=False,
+            pointwise_log_likelihood=False,
+        )
+    else:
+        tree = xr.DataTree.from_dict({"posterior": xr.Dataset()})
+    tree.attrs[_INCOMPLETE] = {"state": mcmc.sampler_state(), "kept": mcmc.num_completed_samples}
     return tree
 
 
@@ -340,12 +358,17 @@ def sample_run(
     command: str = "",
     resume_state: dict | None = None,
     overrides: list[str] | None = None,
+    autosave_to: str | Path | None = None,
+    save_every: float | None = None,
 ):
     """Run ``settings.method`` on ``spec.model`` with ``data``; the DataTree with attributes.
 
     The attributes include SHA-256 fingerprints of the data (per key) and of the model's
     source, which ``--resume`` checks; ``overrides`` (e.g. ``["data"]``) records what a
-    resume was allowed to change.
+    resume was allowed to change. With ``autosave_to``, a nuts or hmc run saves itself
+    there while it runs (:func:`ppl.runs.files.save_run`, marked incomplete, with the
+    sampler state), about every ``save_every`` seconds: a killed process leaves a run
+    that ``--resume`` continues to the draws of an uninterrupted one.
 
     Raises:
         UsageError: an unknown method, a method that is not available yet, or data that
@@ -354,38 +377,56 @@ def sample_run(
     if settings.method not in METHODS:
         raise UsageError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
     check_data(spec.model, data, f"data for model {spec.name}")
+    if resume_state is not None and settings.method not in ("nuts", "hmc"):
+        raise UsageError(f"a {settings.method} run cannot be resumed; only nuts and hmc runs")
     timing: dict[str, float] = {}
     began = time.perf_counter()
-    if resume_state is None:
-        tree = METHODS[settings.method](spec, data, settings, progress, timing)
-    elif settings.method in ("nuts", "hmc"):
-        tree = _run_mcmc(spec, data, settings, progress, timing, resume_state=resume_state)
-    else:
-        raise UsageError(f"a {settings.method} run cannot be resumed; only nuts and hmc runs")
-    timing["total_s"] = time.perf_counter() - began
-    _pointwise_as_float32(tree)
-    incomplete = tree.attrs.get(_INCOMPLETE)
-    tree.attrs.update(
-        {
-            "ppl_format": RUN_FORMAT,
-            "ppl_settings": settings.to_json(),
-            "ppl_seed": int(settings.seed),
-            "ppl_method": settings.method,
-            "ppl_max_tree_depth": int(settings.max_tree_depth),
-            "ppl_model": spec.name,
-            "ppl_model_file": spec.file,
-            "ppl_model_source": spec.source,
-            "ppl_model_sha256": source_fingerprint(spec.source),
-            "ppl_data_sha256": json.dumps(data_fingerprint(data), sort_keys=True),
-            "ppl_resume_overrides": json.dumps(list(overrides or [])),
-            "ppl_data_source": data_source or spec.data_source,
-            "ppl_versions": json.dumps(_versions(), sort_keys=True),
-            "ppl_timing": json.dumps({k: round(v, 4) for k, v in timing.items()}),
-            "ppl_complete": 0 if incomplete else 1,
-            "ppl_command": command,
-            "ppl_created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
-    )
-    if "sample_stats" in tree.children:
-        tree["sample_stats"].attrs["max_tree_depth"] = int(settings.max_tree_depth)
-    return tree
+
+    def with_attributes(tree):
+        timing["total_s"] = time.perf_counter() - began
+        _pointwise_as_float32(tree)
+        incomplete = tree.attrs.get(_INCOMPLETE)
+        tree.attrs.update(
+            {
+                "ppl_format": RUN_FORMAT,
+                "ppl_settings": settings.to_json(),
+                "ppl_seed": int(settings.seed),
+                "ppl_method": settings.method,
+                "ppl_max_tree_depth": int(settings.max_tree_depth),
+                "ppl_model": spec.name,
+                "ppl_model_file": spec.file,
+                "ppl_model_source": spec.source,
+                "ppl_model_sha256": source_fingerprint(spec.source),
+                "ppl_data_sha256": json.dumps(data_fingerprint(data), sort_keys=True),
+                "ppl_resume_overrides": json.dumps(list(overrides or [])),
+                "ppl_data_source": data_source or spec.data_source,
+                "ppl_versions": json.dumps(_versions(), sort_keys=True),
+                "ppl_timing": json.dumps({k: round(v, 4) for k, v in timing.items()}),
+                "ppl_complete": 0 if incomplete else 1,
+                SKIPPED_ATTR: tree.attrs.get(SKIPPED_ATTR, "{}"),
+                "ppl_command": command,
+                "ppl_created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            }
+        )
+        if "sample_stats" in tree.children:
+            tree["sample_stats"].attrs["max_tree_depth"] = int(settings.max_tree_depth)
+        return tree
+
+    with pointwise_policy(settings.pointwise):  # float32, a block of draws at a time
+        if settings.method in ("nuts", "hmc"):
+            save = None
+            if autosave_to is not None:
+                save = lambda t: save_run(with_attributes(t), autosave_to)  # noqa: E731
+            tree = _run_mcmc(
+                spec,
+                data,
+                settings,
+                progress,
+                timing,
+                resume_state=resume_state,
+                autosave=save,
+                save_every=save_every,
+            )
+        else:
+            tree = METHODS[settings.method](spec, data, settings, progress, timing)
+    return with_attributes(tree)

@@ -20,7 +20,6 @@ gathers the results; :class:`ppl.infer.MCMC` (:mod:`ppl.infer.driver.mcmc`) hold
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
 import threading
@@ -34,9 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from ppl.infer.driver import rescue, sharding
+from ppl.infer.driver import rescue, sharding, threads
+from ppl.infer.driver.autosave import Autosave
 from ppl.infer.driver.program import ChainCarry, Draws, Program, SamplingState
-from ppl.infer.driver.progress import Progress, SharedProgress, next_chunk
+from ppl.infer.driver.progress import Progress, next_chunk
 
 __all__ = [
     "CHAIN_METHODS",
@@ -274,6 +274,9 @@ class ChainRun:
             whose warmup gives the kernel the low-rank metric (same carry layout); None
             otherwise.
         metric_switched: the warmup iteration at which the run switched to them, or None.
+        autosave: saves the run between chunks when due (:mod:`ppl.infer.driver.autosave`),
+            or None.
+        checked: the last of :meth:`stops` whose checkpoint work is done (-1: none).
     """
 
     fns: dict
@@ -286,6 +289,8 @@ class ChainRun:
     rescues: list = field(default_factory=list)
     switch_metric: Callable[[], dict] | None = None
     metric_switched: int | None = None
+    autosave: Autosave | None = None
+    checked: int = -1
 
     @property
     def complete(self) -> bool:
@@ -302,7 +307,7 @@ class ChainRun:
         :meth:`rescue_lost_chains` compares them.
         """
         if self.sizes.chain_method == "threaded":
-            self._advance_threads()
+            threads.advance_threads(self)
             return
         if self.sizes.chain_method == "sequential":  # each chain to its end: none to compare
             for segment in self.segments:
@@ -317,7 +322,7 @@ class ChainRun:
         (segment,) = self.segments
         with self._progress(segment.label, segment.next_iteration) as bar:
             for stop in self.stops():
-                if segment.next_iteration >= stop and segment.carry is not None:
+                if stop <= self.checked:
                     continue
                 self.run_segment(segment, bar.update, until=stop)
                 self._checkpoint(stop)
@@ -335,14 +340,16 @@ class ChainRun:
         return (*sorted(points), total)
 
     def _checkpoint(self, stop: int) -> None:
-        if stop >= self.sizes.num_warmup:
-            return
+        """The work of stop ``stop`` once every segment reached it (once per stop, saved
+        states included: ``checked``)."""
         if not all(s.next_iteration == stop for s in self.segments):
             return
-        if self.rescue is not None:
-            self.rescue_lost_chains(stop)
-        if self.switch_metric is not None and self.metric_switched is None:
-            self.maybe_switch_metric(stop)
+        if stop < self.sizes.num_warmup:
+            if self.rescue is not None:
+                self.rescue_lost_chains(stop)
+            if self.switch_metric is not None and self.metric_switched is None:
+                self.maybe_switch_metric(stop)
+        self.checked = stop
 
     def maybe_switch_metric(self, iteration: int) -> bool:
         """``metric="auto"``: once a chain's draws since the early window show correlations
@@ -414,45 +421,6 @@ class ChainRun:
             chains=1 if sizes.chain_method == "sequential" else sizes.num_chains,
             initial=initial,
         )
-
-    def _advance_threads(self) -> None:
-        """Advance the segments (chain groups) at once, one thread each, with one progress
-        bar that follows the slowest group. An exception in any thread (an interrupt
-        included) stops the others after their current chunk and is raised here."""
-        segments = self.segments
-        self.init_segments(segments)
-        stop = threading.Event()
-        with self._progress("", min(s.next_iteration for s in segments)) as bar:
-            shared = SharedProgress(bar, segments, self.sizes.num_warmup)
-            with concurrent.futures.ThreadPoolExecutor(
-                len(segments), thread_name_prefix="ppl-chains"
-            ) as pool:
-                futures: list = []
-                try:
-                    for stop_at in self.stops():
-                        if all(s.next_iteration >= stop_at for s in segments):
-                            continue
-                        advance = self.compiled_advance(segments[0])  # the program may switch
-                        futures = [
-                            pool.submit(
-                                self.run_segment, seg, shared.reporter(g), stop, advance, stop_at
-                            )
-                            for g, seg in enumerate(segments)
-                        ]
-                        pending_futures = set(futures)
-                        while pending_futures:  # short waits: Ctrl-C reaches this thread
-                            done, pending_futures = concurrent.futures.wait(
-                                pending_futures, timeout=0.2, return_when="FIRST_EXCEPTION"
-                            )
-                            if any(f.exception() is not None for f in done):
-                                break
-                        failed = [f for f in futures if f.done() and f.exception()]
-                        if failed:  # the others stop after their current chunk (finally)
-                            raise failed[0].exception()
-                        self._checkpoint(stop_at)
-                finally:
-                    stop.set()  # the other groups stop after their current chunk
-                    concurrent.futures.wait(futures)
 
     def compiled_advance(self, segment: Segment) -> Callable:
         """``advance`` compiled ahead of time for this segment's inputs, in this thread.
@@ -544,6 +512,11 @@ class ChainRun:
                 report(n, phase, divergent)
                 elapsed = time.perf_counter() - began
                 segment.seconds_per_iteration = elapsed / n
+                # not in threads (the main thread pauses them for it), nor at the end; in a
+                # distributed run process 0's clock decides (saving gathers, a collective)
+                saving = stop is None and self.autosave is not None and not self.complete
+                if saving and sharding.broadcast_int(self.autosave.due(), sizes.mesh):
+                    self.autosave()
 
     def collect(self) -> tuple[SamplingState | None, Draws | None, int]:
         """Results from the segments' current states (all of them or those so far).
@@ -566,10 +539,18 @@ class ChainRun:
             last, draws = finish(segments[0].carry), segments[0].draws
         # a distributed run gathers the results onto every process (a collective)
         last, draws = sharding.to_local((last, draws))
-        if kept < sizes.num_samples:
-            draws = jax.tree.map(lambda x: x[:, :kept], draws)
+        if kept < sizes.num_samples:  # on the host: no program compiled for each length
+            draws = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[:, :kept]), draws)
         last, draws = jax.block_until_ready((last, draws))
         return last, (draws if kept else None), kept
+
+
+def pad_draws(x: Any, length: int) -> np.ndarray:
+    """Draws ``(chains, kept, ...)`` padded with zeros to ``(chains, length, ...)`` (on the
+    host): an unfinished run's draws at the full run's shape, for its compiled functions."""
+    x = np.asarray(x)
+    pad = np.zeros((x.shape[0], length - x.shape[1], *x.shape[2:]), x.dtype)
+    return np.concatenate([x, pad], axis=1)
 
 
 @functools.partial(jax.jit, static_argnames="stack")

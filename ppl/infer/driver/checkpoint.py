@@ -24,7 +24,9 @@ __all__ = ["STATE_FORMAT", "check_state", "restore_segments", "save_segments"]
 
 STATE_FORMAT = "ppl-sampler-state-4"
 """Layout of the saved carry (version 2: the chain state beside the warmup state; version 3:
-the chain-rescue window statistics and the restarts so far)."""
+the chain-rescue window statistics and the restarts so far; version 4: the auto metric's
+buffer). Version 4 states may also hold ``checked`` (the last stop done), the keys and
+starting points of chains not started yet, and the initial ``inverse_mass_diag``."""
 
 
 def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
@@ -43,15 +45,19 @@ def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
         "metric_switched": np.asarray(
             -1 if run.metric_switched is None else int(run.metric_switched)
         ),
+        "checked": np.asarray(run.checked),  # the last stop whose checkpoint work is done
     }
+    if run.inverse_mass_diag is not None:
+        out["inverse_mass_diag"] = sharding.to_host(run.inverse_mass_diag)
     for c, segment in enumerate(run.segments):
-        if segment.carry is None:
-            out[f"s{c}_next"] = np.asarray(-1)
-            continue
         keys = segment.keys
         typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
         out[f"s{c}_keys"] = sharding.to_host(keys)
         out[f"s{c}_typed"] = np.asarray(typed)
+        if segment.carry is None:  # not started: its keys and starting points
+            out[f"s{c}_next"] = np.asarray(-1)
+            out[f"s{c}_positions"] = sharding.to_host(segment.positions)
+            continue
         out[f"s{c}_next"] = np.asarray(segment.next_iteration)
         leaves = jax.tree.leaves((segment.carry, segment.draws))
         for i, leaf in enumerate(leaves):
@@ -79,20 +85,42 @@ def restore_segments(run: ChainRun, state: dict) -> None:
     """Fill the segments of a freshly started ``run`` (same program) from a saved ``state``."""
     fns, data, sizes = run.fns, run.data, run.sizes
     run.rescues[:] = [Rescue(**r) for r in json.loads(str(np.asarray(state["rescues"])))]
+    if "inverse_mass_diag" in state:
+        run.inverse_mass_diag = jnp.asarray(state["inverse_mass_diag"])
+    nexts = [int(np.asarray(state[f"s{c}_next"])) for c in range(len(run.segments))]
+    if "checked" in state:
+        run.checked = int(np.asarray(state["checked"]))
+    else:  # saved before "checked": a stop every segment had reached was done
+        run.checked = max((p for p in run.stops() if p <= min(nexts)), default=-1)
     for c, segment in enumerate(run.segments):
-        next_iteration = int(np.asarray(state[f"s{c}_next"]))
+        next_iteration = nexts[c]
         if next_iteration < 0:
-            raise ValueError("the saved run had not started every chain; start it again")
+            if f"s{c}_positions" not in state:
+                raise ValueError("the saved run had not started every chain; start it again")
+            keys = _keys(state, c)
+            positions = jnp.asarray(state[f"s{c}_positions"])
+            if sizes.chain_method != "sequential":
+                keys, positions = shard_chains((keys, positions), sizes.mesh, sizes.num_chains)
+            segment.keys, segment.positions = keys, positions
+            segment.carry = segment.draws = None
+            segment.next_iteration = 0
+            continue
         template = jax.eval_shape(
             lambda p: (fns["init"](p, data, None), fns["empty_draws"](p)), segment.positions
         )
         treedef = jax.tree.structure(template)
         leaves = [jnp.asarray(state[f"s{c}_leaf{i}"]) for i in range(treedef.num_leaves)]
         carry, draws = jax.tree.unflatten(treedef, leaves)
-        keys = jnp.asarray(state[f"s{c}_keys"])
-        if bool(np.asarray(state[f"s{c}_typed"])):
-            keys = jax.random.wrap_key_data(keys)
+        keys = _keys(state, c)
         if sizes.chain_method != "sequential":
             keys, carry, draws = shard_chains((keys, carry, draws), sizes.mesh, sizes.num_chains)
         segment.keys, segment.carry, segment.draws = keys, carry, draws
         segment.next_iteration = next_iteration
+
+
+def _keys(state: dict, c: int) -> jax.Array:
+    """Segment ``c``'s chain keys (typed keys again when they were saved as such)."""
+    keys = jnp.asarray(state[f"s{c}_keys"])
+    if bool(np.asarray(state[f"s{c}_typed"])):
+        keys = jax.random.wrap_key_data(keys)
+    return keys

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -39,6 +40,7 @@ from jax.sharding import Mesh
 
 from ppl.density import FunctionLogDensity, LogDensity
 from ppl.infer.driver import chains, checkpoint, sharding
+from ppl.infer.driver.autosave import AUTOSAVE_SECONDS, Autosave
 from ppl.infer.driver.chains import CHAIN_METHODS, LOOPED, ChainRun, RunSizes, Segment
 from ppl.infer.driver.config import NUTS, KernelConfig
 from ppl.infer.driver.program import Draws, Program, SamplingState
@@ -62,13 +64,11 @@ class MCMC:
         num_chains: number of chains.
         chain_method: "auto" (the default: "threaded" on a CPU with several cores,
             "looped" on one core, "vectorized" on an accelerator, with a mesh, or for
-            kernels that adapt across chains), "vectorized" (chains vmapped in one
-            program), "looped" (chains in one program, one after another inside it with
-            ``lax.map``: on a CPU one chain at a time runs NUTS up to 3x faster than
-            vmapped chains), "threaded" (the chains split into as many equal groups as
-            there are usable CPU cores, at most: each group looped in the same compiled
-            program, the groups at the same time in threads; the draws are those of
-            "looped"), "parallel"
+            kernels that adapt across chains; see
+            :func:`~ppl.infer.driver.chains.auto_chain_method`), "vectorized" (chains vmapped
+            in one program), "looped" (chains one after another inside one program with
+            ``lax.map``), "threaded" (equal groups of chains, one per usable CPU core, each
+            looped, the groups at once in threads; the draws of "looped"), "parallel"
             (chains sharded over the available devices with ``jax.sharding``,
             vmapped within each device: the same as ``mesh=make_mesh(chains=k)`` with
             ``k`` the largest device count that divides ``num_chains``) or "sequential"
@@ -108,6 +108,12 @@ class MCMC:
             kernels that adapt across chains (ChEES, MEADS).
         check_chains: after a complete run, warn (:class:`ChainWarning`) when the chains sit
             in different regions, naming the sites where they differ most.
+        autosave: ``autosave(mcmc)`` is called between chunks about every
+            ``autosave_seconds`` while the run goes on (never more often than 20 times its
+            own duration; :mod:`ppl.infer.driver.autosave`), with the draws so far collected
+            (``get_samples()``, ``to_datatree()``) and :meth:`sampler_state` ready to save:
+            ``ppl sample`` writes them, so a killed process loses at most that much work.
+            A distributed run calls it on every process, when process 0's clock says so.
 
     Attributes:
         rescues: the chains restarted during the last run's warmup, as
@@ -131,6 +137,8 @@ class MCMC:
         shard_data: tuple[str, ...] | list[str] | str = (),
         rescue: bool | RescueSettings = True,
         check_chains: bool = True,
+        autosave: Callable[[MCMC], None] | None = None,
+        autosave_seconds: float = AUTOSAVE_SECONDS,
     ):
         if not isinstance(kernel, KernelConfig):
             raise TypeError(f"kernel must be NUTS(...) or HMC(...), got {kernel!r}")
@@ -185,6 +193,9 @@ class MCMC:
             rescue = None  # nothing to compare a chain with while it warms up
         self.rescue = rescue
         self.check_chains = bool(check_chains)
+        if autosave is not None and not autosave_seconds > 0:
+            raise ValueError(f"autosave_seconds must be > 0, got {autosave_seconds!r}")
+        self.autosave, self.autosave_seconds = autosave, autosave_seconds
         self.rescues: list[Rescue] = []
         self.mesh = mesh
         self.shard_data = shard_data
@@ -375,6 +386,7 @@ class MCMC:
             rescue=self.rescue,
             switch_metric=switch_metric,
             metric_switched=metric_switched,
+            autosave=None if self.autosave is None else Autosave(self._save, self.autosave_seconds),
         )
         self.rescues = self._run.rescues
         self.logdensity_ = ld
@@ -400,7 +412,7 @@ class MCMC:
         try:
             pending.advance()
         except KeyboardInterrupt:
-            self._warn_rescues(pending.rescues[reported:])
+            _warn_rescues(pending.rescues[reported:])
             self._collect(pending)
             done = self.num_completed_samples
             warnings.warn(
@@ -409,27 +421,17 @@ class MCMC:
                 stacklevel=3,
             )
             return
-        self._warn_rescues(pending.rescues[reported:])
+        _warn_rescues(pending.rescues[reported:])
         self._collect(pending)
         self._pending = None
         if self.check_chains and self._draws is not None:
-            self._warn_disagreement()
-
-    @staticmethod
-    def _warn_rescues(records: list[Rescue]) -> None:
-        for record in records:
-            warnings.warn(record.describe(), ChainWarning, stacklevel=4)
-
-    def _warn_disagreement(self) -> None:
-        """Warn when the chains sit in different regions (see :func:`chain_disagreement`)."""
-        ld = self.logdensity_
-        sites = [n for n in ld.latent_names for _ in range(ld.sites[n].size)]
-        draws = self._draws
-        message = chain_disagreement(
-            np.asarray(draws.position), np.asarray(draws.log_density), sites
-        )
-        if message is not None:
-            warnings.warn(message, ChainWarning, stacklevel=4)
+            ld, draws = self.logdensity_, self._draws
+            sites = [n for n in ld.latent_names for _ in range(ld.sites[n].size)]
+            message = chain_disagreement(
+                np.asarray(draws.position), np.asarray(draws.log_density), sites
+            )
+            if message is not None:  # the chains sit in different regions
+                warnings.warn(message, ChainWarning, stacklevel=3)
 
     def _collect(self, pending: ChainRun) -> None:
         """Results from the segments' current states (all of them or those so far)."""
@@ -437,14 +439,16 @@ class MCMC:
         self.complete = pending.complete
 
     # ------------------------------------------------------------------ checkpoints
-    def sampler_state(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue this run in another process, as numpy arrays.
+    def _save(self) -> None:
+        """The ``autosave`` callback, with the draws so far collected."""
+        self._collect(self._pending)
+        self.autosave(self)
 
-        Holds, per segment of chains, the chain keys, the position in the iteration
-        schedule and the full warmup / sampler state (positions, step size, mass matrix,
-        estimators) and the draw buffers. Give it to :meth:`resume_from` with the same kernel
-        settings, MCMC settings and model data.
-        """
+    def sampler_state(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue this run in another process, as numpy arrays: per
+        segment of chains, the chain keys, the position in the iteration schedule, the full
+        warmup and sampler state and the draw buffers (:mod:`~ppl.infer.driver.checkpoint`).
+        Give it to :meth:`resume_from` with the same settings and model data."""
         if self._pending is None:
             raise RuntimeError("sampler_state() is for an interrupted run: this one completed")
         return checkpoint.save_segments(self._pending, self._settings_fingerprint())
@@ -453,15 +457,8 @@ class MCMC:
         # "threaded" runs the program of "looped" on groups of chains: the same draws, and a
         # state saved by one resumes in the other (with the saved grouping)
         method = "looped" if self.chain_method in LOOPED else self.chain_method
-        return (
-            self.kernel.settings(),
-            self.num_warmup,
-            self.num_samples,
-            self.num_chains,
-            self.thinning,
-            method,
-            self.rescue,
-        )
+        sizes = (self.num_warmup, self.num_samples, self.num_chains, self.thinning)
+        return (self.kernel.settings(), *sizes, method, self.rescue)
 
     def resume_from(self, state: dict, *args: Any, init_params: Any = None, **kwargs: Any) -> None:
         """Continue a run saved with :meth:`sampler_state` (e.g. by another process).
@@ -485,13 +482,11 @@ class MCMC:
         self._continue()
 
     def compiled_hlo(self) -> str:
-        """The optimized HLO of the compiled program that advances the chains, as the last
-        run compiled it for its inputs' shardings.
-
-        For checking how a sharded run is partitioned: with ``shard_data`` the parameters
-        hold each device's share of the rows (e.g. ``f64[500,20]`` for 1000 rows on a data
-        axis of 2) and ``all-reduce`` ops sum the partial log-likelihoods and gradients.
-        """
+        """The optimized HLO of the program that advances the chains, as the last run
+        compiled it for its inputs' shardings (to check how a sharded run is partitioned:
+        with ``shard_data`` the parameters hold each device's share of the rows, e.g.
+        ``f64[500,20]`` for 1000 rows on a data axis of 2, and ``all-reduce`` ops sum the
+        partial log-likelihoods and gradients)."""
         if self._run is None or self._run.advance_args is None:
             raise RuntimeError("call MCMC.run(key, ...) before asking for its compiled program")
         keys, carry, draws, data = self._run.advance_args
@@ -515,11 +510,16 @@ class MCMC:
             dict ``site -> array`` of shape (num_chains, num_samples, ...) with
             ``group_by_chain``, else (num_chains * num_samples, ...).
         """
-        draws = self._require_run()
+        position = self._require_run().position
         constrain = self.logdensity_.shared_jit(
             "constrain_chains", lambda ld, x: jax.vmap(jax.vmap(ld.constrain))(x)
         )
-        samples = constrain(draws.position)
+        kept = position.shape[1]
+        if kept < self.num_samples:  # unfinished: one compiled shape (the full run's) for all
+            samples = constrain(chains.pad_draws(position, self.num_samples))
+            samples = {k: jnp.asarray(np.asarray(v)[:, :kept]) for k, v in samples.items()}
+        else:
+            samples = constrain(position)
         if group_by_chain:
             return samples
         return {k: v.reshape((-1, *v.shape[2:])) for k, v in samples.items()}
@@ -532,7 +532,9 @@ class MCMC:
             "acceptance_rate": draws.acceptance_rate,
             "diverging": draws.diverging,
             "energy": draws.energy,
-            "step_size": jnp.broadcast_to(self._last.step_size[:, None], draws.log_density.shape),
+            "step_size": np.broadcast_to(
+                np.asarray(self._last.step_size)[:, None], draws.log_density.shape
+            ),
             "n_steps": draws.num_steps,
         }
         if isinstance(self.kernel, NUTS):
@@ -590,3 +592,8 @@ class MCMC:
         print(arviz_stats.summary(tree, **summary_kwargs).to_string())
         divergences = int(self.get_sample_stats()["diverging"].sum())
         print(f"Number of divergences: {divergences}")
+
+
+def _warn_rescues(records: list[Rescue]) -> None:
+    for record in records:
+        warnings.warn(record.describe(), ChainWarning, stacklevel=4)

@@ -13,6 +13,7 @@ axes without a plate get ``{site}_dim_{i}``. Users can override both with ``dims
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import jax
@@ -20,7 +21,8 @@ import numpy as np
 
 from ppl.density import LogDensity
 from ppl.infer.results.discrete import enumerated_log_likelihood
-from ppl.infer.results.predictive import log_likelihood
+from ppl.infer.results.pointwise import pointwise_log_likelihood as log_likelihood_in_blocks
+from ppl.infer.results.pointwise import record_skip, skip_reason
 from ppl.sites import subsampled_plates
 
 __all__ = [
@@ -78,7 +80,10 @@ def draws_to_datatree(
         sample_stats: ``stat -> (chain, draw)``, or None.
         observed: add ``observed_data`` (when the model has observed sites).
         pointwise_log_likelihood: with ``observed``, also add ``log_likelihood``: each
-            observed site's pointwise log-likelihood at every draw. For a model with
+            observed site's pointwise log-likelihood at every draw, computed a block of
+            draws at a time and left out (noted in the root attribute
+            ``ppl_pointwise_skipped``) where the current
+            :func:`~ppl.infer.results.pointwise.pointwise_policy` says so. For a model with
             enumerated discrete sites, sites outside ``ppl.scan`` get their marginal
             (the enumerated sites summed out), sites in a scan their log-likelihood given
             the enumerated sites' draws in ``posterior`` (left out without them); see
@@ -95,20 +100,27 @@ def draws_to_datatree(
         groups["sample_stats"] = sample_stats
     data = observed_data(ld) if observed else {}
     enumerated = getattr(ld, "enumerated_names", ())
+    skipped = None
     if data:
         latent = {k: v for k, v in posterior.items() if ld.sites[k].kind == "latent"}
-        if pointwise_log_likelihood and enumerated:
+        if pointwise_log_likelihood and posterior:
+            num_draws = math.prod(np.shape(next(iter(posterior.values())))[:2])
+            skipped = skip_reason(ld, "log_likelihood", num_draws)
+        if pointwise_log_likelihood and skipped is None and enumerated:
             have = all(name in posterior for name in enumerated)
             discrete = {k: posterior[k] for k in enumerated} if have else None
             ll = enumerated_log_likelihood(ld, latent, 2, discrete)
             if ll:
                 groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
-        elif pointwise_log_likelihood:
-            ll = log_likelihood(ld.model, latent, *ld.args, batch_ndims=2, **ld.kwargs)
-            groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
+        elif pointwise_log_likelihood and skipped is None:
+            # a block of draws at a time (ppl.infer.results.pointwise): bounded memory
+            groups["log_likelihood"] = log_likelihood_in_blocks(ld, latent, 2)
         groups["observed_data"] = data
     all_dims = site_dims(ld, list(posterior) + list(data), dims)
-    return _arviz_base().from_dict(groups, dims=all_dims, coords=coords)
+    tree = _arviz_base().from_dict(groups, dims=all_dims, coords=coords)
+    if skipped is not None:
+        record_skip(tree, "log_likelihood", skipped)
+    return tree
 
 
 def mcmc_to_datatree(
@@ -118,15 +130,17 @@ def mcmc_to_datatree(
     *,
     discrete: bool = True,
     discrete_key: jax.Array | None = None,
+    pointwise_log_likelihood: bool = True,
 ):
-    """An ArviZ DataTree of a finished :class:`ppl.infer.MCMC` run.
+    """An ArviZ DataTree of a finished (or interrupted) :class:`ppl.infer.MCMC` run.
 
     Groups: posterior (latent and deterministic sites, (chain, draw, ...)),
     sample_stats, and for model-based runs log_likelihood (pointwise, every
     observed site) and observed_data. With ``discrete`` (the default) the model's
     enumerated discrete sites are in the posterior too, one draw from their exact
     conditional posterior per draw (:func:`ppl.infer.infer_discrete` with
-    ``discrete_key``, by default ``PRNGKey(0)``).
+    ``discrete_key``, by default ``PRNGKey(0)``). ``pointwise_log_likelihood=False`` leaves
+    the log_likelihood group out (see :func:`draws_to_datatree`).
     """
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     ld = mcmc.logdensity_
@@ -141,6 +155,7 @@ def mcmc_to_datatree(
         mcmc.logdensity_,
         samples,
         sample_stats=mcmc.get_sample_stats(),
+        pointwise_log_likelihood=pointwise_log_likelihood,
         dims=dims,
         coords=coords,
     )

@@ -21,15 +21,10 @@ def model(y):
         ppl.sample("y", dist.Normal(mu, sigma), obs=y)
 
 
-def _mcmc(chain_method="vectorized"):
+def _mcmc(chain_method="vectorized", **settings):
+    settings = {"num_warmup": 60, "num_samples": 40, "num_chains": 2, **settings}
     return MCMC(
-        NUTS(model),
-        num_warmup=60,
-        num_samples=40,
-        num_chains=2,
-        chain_method=chain_method,
-        chunk_size=20,
-        progress_bar=True,
+        NUTS(model), chain_method=chain_method, chunk_size=20, progress_bar=True, **settings
     )
 
 
