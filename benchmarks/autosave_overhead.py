@@ -1,7 +1,7 @@
 """What does saving a run while it samples cost? ``ppl sample``'s pipeline with and without it.
 
-    python -m benchmarks.autosave_overhead [--model radon] [--repeats 3] [--every 5]
-        [--chains 4 --warmup 1000 --draws 5000]
+    python -m benchmarks.autosave_overhead [--model radon] [--repeats 3] [--every 10]
+        [--chains 4 --warmup 1000 --draws 5000] [--progress]
 
 Runs :func:`ppl.runs.sample_run` (what ``ppl sample`` runs) on a zoo model, alternately with
 ``autosave_to`` (``--save-every EVERY``: the draws so far and the sampler state written to the
@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.autosave_overhead")
     parser.add_argument("--model", default="radon")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--every", type=float, default=5.0)
+    parser.add_argument("--every", type=float, default=10.0)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=5000)
+    parser.add_argument("--progress", action="store_true", help="with the progress bar (ppl's)")
     args = parser.parse_args(argv)
 
     from ppl.infer.driver import autosave
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
                     kwargs = {"autosave_to": out, "save_every": args.every} if on else {}
                     with contextlib.redirect_stderr(io.StringIO()):
                         start = time.perf_counter()
-                        tree = sample_run(spec, spec.data, settings, progress=False, **kwargs)
+                        tree = sample_run(
+                            spec, spec.data, settings, progress=args.progress, **kwargs
+                        )
                         elapsed = time.perf_counter() - start
                     draws[on] = {k: v.values for k, v in tree["posterior"].data_vars.items()}
                     if repeat:  # the first round compiles

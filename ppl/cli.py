@@ -159,10 +159,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--save-every",
         type=_nonnegative,
-        default=5.0,
+        default=10.0,
         metavar="SECONDS",
         help="nuts/hmc: save the run so far (incomplete, resumable) about this often while it "
-        "runs, so a killed process loses at most that much; 0: only at the end (default: 5)",
+        "runs, so a killed process loses at most that much; 0: only at the end (default: 10)",
     )
     s.add_argument(
         "--resume",

@@ -282,9 +282,8 @@ def test_a_run_killed_in_warmup_says_it_has_no_draws_yet(tmp_path):
         "sample", str(model), "--chains", "2", "--warmup", "100000", "--draws", "10",
         "--no-progress", "--save-every", "0.5", "--out", str(run), stderr=subprocess.PIPE,
     )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not state_path(run).exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # a save writes the state, then the run: both are there once the run is
+    _wait_until(lambda: run.exists(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert state_path(run).exists() and int(load_run(run).attrs["ppl_complete"]) == 0

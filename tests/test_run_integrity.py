@@ -109,3 +109,38 @@ def test_a_damaged_sampler_state_is_an_error(tmp_path):
         state_path(run).write_bytes(bytes(damaged))
         with pytest.raises(RunError, match="could not be read"):
             load_sampler_state(run)
+
+
+def test_a_run_read_while_a_writer_replaces_it_is_one_whole_version(run_file, tmp_path):
+    """``ppl sample`` replaces its run file by renaming a new one over it while others read
+    it (``ppl summary`` on a run in progress): each read is one complete version, verified,
+    never the size of one file and the bytes of the next ("damaged")."""
+    import shutil
+    import threading
+
+    tree = load_run(run_file)
+    shorter = tree.copy()
+    shorter["posterior"] = tree["posterior"].to_dataset().isel(draw=slice(0, 37))
+    versions = [tmp_path / "a.nc", tmp_path / "b.nc"]
+    save_run(tree, versions[0])
+    save_run(shorter, versions[1])
+    path = tmp_path / "run.nc"
+    shutil.copy(versions[0], path)
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            staged = tmp_path / f"staged{i % 2}.nc"
+            shutil.copy(versions[i % 2], staged)
+            staged.replace(path)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = {load_run(path, groups=("posterior",))["posterior"].sizes["draw"] for _ in range(60)}
+    finally:
+        stop.set()
+        thread.join()
+    assert seen <= {100, 37} and seen

@@ -171,27 +171,21 @@ def load_run(path: str | Path, groups: tuple[str, ...] | None = None):
     Raises:
         RunError: the file is missing, not netCDF, or not a ppl run.
     """
-    import xarray as xr
-
     path = Path(path)
     if not path.exists():
         raise RunError(f"run file {path} does not exist")
     if path.is_dir():
         raise RunError(f"run file {path} is a folder, not a run file")
-    # before HDF5 parses it: a damaged file can make HDF5 hang
-    bytes_verified = _check_digest(path)
-    try:
-        with xr.open_datatree(path, engine="h5netcdf") as opened:
-            tree = opened.copy()
-            for name in [n for n in tree.children if groups is not None and n not in groups]:
-                del tree[name]
-            tree = tree.load().copy()
-    except Exception as err:  # h5py/h5netcdf raise OSError, ValueError, KeyError...
-        raise RunError(
-            f"run file {path} could not be read as a netCDF run ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be corrupt or "
-            "truncated: sample again"
-        ) from None
+    # a writer replaces the file by renaming a new one over it: the bytes verified, and the
+    # file HDF5 reads, are those of the file held open here; if the path was replaced while
+    # reading, the newer file is read again
+    for _ in range(10):
+        with open(path, "rb") as held:
+            # before HDF5 parses it: a damaged file can make HDF5 hang
+            bytes_verified = _check_digest(held, path)
+            tree = _read_tree(path, groups)
+            if _same_file(held, path):
+                break
     if tree.attrs.get("ppl_format") != RUN_FORMAT or "posterior" not in tree.children:
         raise RunError(
             f"run file {path} is netCDF but not a ppl run (no ppl_format attribute or no "
@@ -202,32 +196,62 @@ def load_run(path: str | Path, groups: tuple[str, ...] | None = None):
     return tree
 
 
+def _same_file(held, path: Path) -> bool:
+    """Whether ``path`` still names the open file ``held`` (the writers never put an old
+    file back, and an open file's inode is not reused: the path never changed meanwhile)."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(held.fileno())
+    return (now.st_ino, now.st_dev) == (opened.st_ino, opened.st_dev)
+
+
+def _read_tree(path: Path, groups: tuple[str, ...] | None):
+    import xarray as xr
+
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as opened:
+            tree = opened.copy()
+            for name in [n for n in tree.children if groups is not None and n not in groups]:
+                del tree[name]
+            return tree.load().copy()
+    except Exception as err:  # h5py/h5netcdf raise OSError, ValueError, KeyError...
+        raise RunError(
+            f"run file {path} could not be read as a netCDF run ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be corrupt or "
+            "truncated: sample again"
+        ) from None
+
+
 _TRAILER_MAGIC = b"\nPPL-SHA256:"
 _TRAILER_SIZE = len(_TRAILER_MAGIC) + 64 + 1  # magic, hex digest, newline
 
 
-def _file_digest(path: Path, size: int) -> str:
+def _file_digest(f, size: int) -> str:
+    """SHA-256 (hex) of the first ``size`` bytes of the open binary file ``f``."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left > 0:
-            block = f.read(min(1 << 20, left))
-            if not block:
-                break
-            digest.update(block)
-            left -= len(block)
+    f.seek(0)
+    left = size
+    while left > 0:
+        block = f.read(min(1 << 20, left))
+        if not block:
+            break
+        digest.update(block)
+        left -= len(block)
     return digest.hexdigest()
 
 
 def _append_digest(path: Path) -> None:
     """Append ``\nPPL-SHA256:<hex>\n``, the SHA-256 of the file's bytes before it. HDF5
     ignores bytes after the end of its data; :func:`_check_digest` verifies them first."""
-    digest = _file_digest(path, path.stat().st_size)
+    with open(path, "rb") as f:
+        digest = _file_digest(f, os.fstat(f.fileno()).st_size)
     with open(path, "ab") as f:
         f.write(_TRAILER_MAGIC + digest.encode() + b"\n")
 
 
-def _check_digest(path: Path) -> bool:
+def _check_digest(f, path: Path) -> bool:
     """Verify the trailer that :func:`save_run` appended: ``True`` when the bytes match,
     ``False`` when there is no trailer (older runs, or a file rewritten by other tools:
     their per-variable checksums are checked after reading).
@@ -235,10 +259,9 @@ def _check_digest(path: Path) -> bool:
     Raises:
         RunError: the bytes do not match, or the trailer is damaged.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, size - 256))
-        tail = f.read()
+    size = os.fstat(f.fileno()).st_size
+    f.seek(max(0, size - 256))
+    tail = f.read()
     at = tail.rfind(_TRAILER_MAGIC)
     if at < 0:
         return False
@@ -247,7 +270,7 @@ def _check_digest(path: Path) -> bool:
     well_formed = len(trailer) == _TRAILER_SIZE and trailer.endswith(b"\n")
     if not well_formed or not all(c in b"0123456789abcdef" for c in stored):
         raise RunError(f"run file {path} is damaged: its checksum trailer is not readable")
-    if _file_digest(path, size - _TRAILER_SIZE) != stored.decode():
+    if _file_digest(f, size - _TRAILER_SIZE) != stored.decode():
         raise RunError(
             f"run file {path} is damaged: its bytes do not match the SHA-256 written with "
             "it (the file changed after ppl wrote it); sample again or restore a copy"

@@ -8,7 +8,9 @@ ChainRun` asks :meth:`Autosave.due` between chunks of iterations, with every cha
 A save is due once ``every`` seconds have passed since the last one ended, and never sooner
 than ``cost_ratio`` times the last save's own duration after it: a save that takes 0.5 s
 comes at most every 10 s (``cost_ratio=20``), so saving costs at most about 1/``cost_ratio``
-of the run's time however large its draws get.
+of the run's time however large its draws get. The first save's duration does not count:
+it pays one-time costs (imports, compiling the conversion of the draws) that would
+otherwise put the second save far off.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["AUTOSAVE_SECONDS", "Autosave"]
 
-AUTOSAVE_SECONDS = 5.0
+AUTOSAVE_SECONDS = 10.0
 """Default seconds between saves of a run in progress."""
 
 
@@ -34,6 +36,7 @@ class Autosave:
         last: ``time.monotonic()`` at the end of the last save (or at the start).
         seconds: duration of the last save.
         count: saves made so far.
+        pace: the duration that spaces the saves (that of the last save, 0 after the first).
     """
 
     save: Callable[[], None]
@@ -42,6 +45,7 @@ class Autosave:
     last: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
     count: int = 0
+    pace: float = 0.0
 
     def __post_init__(self):
         if not self.every > 0:
@@ -49,7 +53,7 @@ class Autosave:
 
     def due(self) -> bool:
         """Whether a save is due now."""
-        wait = max(self.every, self.cost_ratio * self.seconds)
+        wait = max(self.every, self.cost_ratio * self.pace)
         return time.monotonic() - self.last >= wait
 
     def __call__(self) -> None:
@@ -57,4 +61,5 @@ class Autosave:
         self.save()
         self.last = time.monotonic()
         self.seconds = self.last - began
+        self.pace = self.seconds if self.count else 0.0
         self.count += 1

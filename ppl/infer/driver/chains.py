@@ -386,7 +386,17 @@ class ChainRun:
         window = rescue.WindowStats(
             *(np.concatenate([np.asarray(h[i]).reshape(-1) for h in host]) for i in range(5))
         )
-        lost = rescue.find_lost_chains(window, self.rescue)
+        # a chain the warmup itself reset since the last check (nutpie's saturation reset)
+        # spent the window on big trees by design: not judged by its trees' size
+        checks = rescue.check_iterations(self.sizes.num_warmup, self.rescue)
+        since = max((c for c in checks if c < iteration), default=0)
+        holds = [getattr(s.carry.warmup, "hold_until", None) for s in segments]
+        recovering = None
+        if all(h is not None for h in holds):
+            recovering = np.concatenate(
+                [np.asarray(sharding.to_host(h)).reshape(-1) > since for h in holds]
+            )
+        lost = rescue.find_lost_chains(window, self.rescue, recovering)
 
         def locate(chain: int) -> tuple[int, int]:
             g = int(np.searchsorted(starts, chain, side="right")) - 1
@@ -523,8 +533,9 @@ class ChainRun:
 
         Returns:
             ``(last, draws, kept)``: the chains' final sampler states and their draws
-            (``(num_chains, kept, ...)``), both batched over chains, and the draws per chain
-            kept; ``None`` for both when no draw is kept yet.
+            (``(num_chains, kept, ...)``; numpy views of the buffers while unfinished), both
+            batched over chains, and the draws per chain kept; ``None`` for both when no draw
+            is kept yet.
         """
         segments, sizes = self.segments, self.sizes
         started = [s for s in segments if s.carry is not None]
@@ -539,8 +550,8 @@ class ChainRun:
             last, draws = finish(segments[0].carry), segments[0].draws
         # a distributed run gathers the results onto every process (a collective)
         last, draws = sharding.to_local((last, draws))
-        if kept < sizes.num_samples:  # on the host: no program compiled for each length
-            draws = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[:, :kept]), draws)
+        if kept < sizes.num_samples:  # numpy views: no copy, and no program per length
+            draws = jax.tree.map(lambda x: np.asarray(x)[:, :kept], draws)
         last, draws = jax.block_until_ready((last, draws))
         return last, (draws if kept else None), kept
 

@@ -2,8 +2,9 @@
 
 :func:`save_segments` writes, per segment of chains (:class:`~ppl.infer.driver.chains.Segment`),
 the chain keys, the position in the iteration schedule and every leaf of the carry (chain
-and warmup state) and of the draw buffers; :func:`restore_segments` puts them back into a
-freshly started :class:`~ppl.infer.driver.chains.ChainRun` of the same program.
+and warmup state) and of the draw buffers (as far as they are filled);
+:func:`restore_segments` puts them back into a freshly started
+:class:`~ppl.infer.driver.chains.ChainRun` of the same program.
 ``MCMC.sampler_state()`` and ``MCMC.resume_from()`` (:mod:`ppl.infer.driver.mcmc`) use them;
 the command line saves the dict beside an interrupted run file.
 """
@@ -26,7 +27,9 @@ STATE_FORMAT = "ppl-sampler-state-4"
 """Layout of the saved carry (version 2: the chain state beside the warmup state; version 3:
 the chain-rescue window statistics and the restarts so far; version 4: the auto metric's
 buffer). Version 4 states may also hold ``checked`` (the last stop done), the keys and
-starting points of chains not started yet, and the initial ``inverse_mass_diag``."""
+starting points of chains not started yet, the initial ``inverse_mass_diag``, and
+``s{c}_filled``: the draws per chain kept so far, the draw buffers then being saved only
+that far (older states hold them whole)."""
 
 
 def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
@@ -59,9 +62,17 @@ def save_segments(run: ChainRun, fingerprint: tuple) -> dict[str, np.ndarray]:
             out[f"s{c}_positions"] = sharding.to_host(segment.positions)
             continue
         out[f"s{c}_next"] = np.asarray(segment.next_iteration)
+        # the draw buffers only as far as they are filled (the rest is zeros until sampled)
+        filled = run.sizes.kept(segment.next_iteration)
+        out[f"s{c}_filled"] = np.asarray(filled)
+        carried = len(jax.tree.leaves(segment.carry))
+        draw_axis = np.ndim(segment.positions) - 1  # after the chain axes
         leaves = jax.tree.leaves((segment.carry, segment.draws))
         for i, leaf in enumerate(leaves):
-            out[f"s{c}_leaf{i}"] = sharding.to_host(leaf)
+            host = sharding.to_host(leaf)
+            if i >= carried:
+                host = host[(slice(None),) * draw_axis + (slice(0, filled),)]
+            out[f"s{c}_leaf{i}"] = host
     return out
 
 
@@ -109,13 +120,25 @@ def restore_segments(run: ChainRun, state: dict) -> None:
             lambda p: (fns["init"](p, data, None), fns["empty_draws"](p)), segment.positions
         )
         treedef = jax.tree.structure(template)
-        leaves = [jnp.asarray(state[f"s{c}_leaf{i}"]) for i in range(treedef.num_leaves)]
+        shapes = jax.tree.leaves(template)
+        leaves = [_full(state[f"s{c}_leaf{i}"], shapes[i].shape) for i in range(len(shapes))]
         carry, draws = jax.tree.unflatten(treedef, leaves)
         keys = _keys(state, c)
         if sizes.chain_method != "sequential":
             keys, carry, draws = shard_chains((keys, carry, draws), sizes.mesh, sizes.num_chains)
         segment.keys, segment.carry, segment.draws = keys, carry, draws
         segment.next_iteration = next_iteration
+
+
+def _full(saved: np.ndarray, shape: tuple[int, ...]) -> jax.Array:
+    """A saved leaf at its full ``shape``: draw buffers saved as far as they were filled
+    get their unfilled draws back as zeros (those saved whole are as they were)."""
+    saved = np.asarray(saved)
+    if saved.shape != tuple(shape):
+        grown = np.zeros(shape, saved.dtype)
+        grown[tuple(slice(0, n) for n in saved.shape)] = saved
+        saved = grown
+    return jnp.asarray(saved)
 
 
 def _keys(state: dict, c: int) -> jax.Array:

@@ -508,7 +508,8 @@ class MCMC:
 
         Returns:
             dict ``site -> array`` of shape (num_chains, num_samples, ...) with
-            ``group_by_chain``, else (num_chains * num_samples, ...).
+            ``group_by_chain``, else (num_chains * num_samples, ...); numpy arrays (of the
+            draws kept so far) while the run is unfinished.
         """
         position = self._require_run().position
         constrain = self.logdensity_.shared_jit(
@@ -517,7 +518,7 @@ class MCMC:
         kept = position.shape[1]
         if kept < self.num_samples:  # unfinished: one compiled shape (the full run's) for all
             samples = constrain(chains.pad_draws(position, self.num_samples))
-            samples = {k: jnp.asarray(np.asarray(v)[:, :kept]) for k, v in samples.items()}
+            samples = {k: np.asarray(v)[:, :kept] for k, v in samples.items()}
         else:
             samples = constrain(position)
         if group_by_chain:

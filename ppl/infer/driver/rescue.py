@@ -16,7 +16,10 @@ away from the others when, over the iterations since the previous checkpoint (th
   the median of the chains' within-window standard deviations of the log density (so a
   posterior whose log density swings widely, e.g. a funnel, needs a wider gap);
 - its trees are much longer than the others': more than ``steps_ratio`` (8) times the
-  median chain's mean leapfrog steps per iteration, and at least 64 of them.
+  median chain's mean leapfrog steps per iteration, and at least 64 of them; except for a
+  chain the warmup itself reset during the window (nutpie's saturation reset, whose hold on
+  the identity metric makes big trees by design: its own recovery, judged at the next
+  checkpoint).
 
 A chain so flagged is restarted from the state and the adaptation (step size, metric,
 estimators) of a healthy chain, the one whose window mean log density is closest to the
@@ -171,6 +174,7 @@ def check_iterations(num_warmup: int, settings: RescueSettings) -> tuple[int, ..
 def find_lost_chains(
     window: WindowStats,
     settings: RescueSettings | None = None,
+    recovering: np.ndarray | None = None,
 ) -> list[tuple[int, int, str]]:
     """The chains that fell away from the others, and a healthy donor for each.
 
@@ -178,6 +182,9 @@ def find_lost_chains(
         window: the chains' :class:`WindowStats` as numpy arrays ``(num_chains,)``; the
             step size compared is each chain's geometric mean over the window.
         settings: the thresholds (default :class:`RescueSettings`).
+        recovering: ``(num_chains,)`` bools, chains the warmup reset during the window
+            (nutpie's saturation reset: trees on the identity metric for a while, by
+            design); they are not judged by their trees' size, only by the other rules.
 
     Returns:
         ``[(chain, donor, reason)]``, empty when every chain is healthy (or fewer than two
@@ -223,8 +230,10 @@ def find_lost_chains(
                     f"{median_lp - mean[c]:.3g} below the median chain's ({median_lp:.4g}; "
                     f"the chains' spread is {spread:.3g})"
                 )
-            elif steps[c] >= settings.min_steps and steps[c] > settings.steps_ratio * max(
-                median_steps, 1.0
+            elif (
+                not (recovering is not None and recovering[c])
+                and steps[c] >= settings.min_steps
+                and steps[c] > settings.steps_ratio * max(median_steps, 1.0)
             ):
                 reasons[c] = (
                     f"its trees took {steps[c]:.0f} leapfrog steps per iteration against the "

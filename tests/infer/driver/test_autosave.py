@@ -89,8 +89,12 @@ def test_saves_come_by_time_and_cost(monkeypatch):
     assert not saver.due()
     clock["t"] += 5.0
     assert saver.due()
+    saver()  # the first save's length (one-time costs) does not space the saves
+    assert saver.count == 1 and saver.seconds == 2.0 and saver.pace == 0.0
+    clock["t"] += 5.0
+    assert saver.due()
     saver()
-    assert saver.count == 1 and saver.seconds == 2.0
+    assert saver.count == 2 and saver.pace == 2.0
     clock["t"] += 5.0  # 5 s after: not yet, a 2 s save comes at most every 40 s
     assert not saver.due()
     clock["t"] += 35.0
