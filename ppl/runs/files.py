@@ -176,16 +176,13 @@ def load_run(path: str | Path, groups: tuple[str, ...] | None = None):
         raise RunError(f"run file {path} does not exist")
     if path.is_dir():
         raise RunError(f"run file {path} is a folder, not a run file")
-    # a writer replaces the file by renaming a new one over it: the bytes verified, and the
-    # file HDF5 reads, are those of the file held open here; if the path was replaced while
-    # reading, the newer file is read again
-    for _ in range(10):
-        with open(path, "rb") as held:
-            # before HDF5 parses it: a damaged file can make HDF5 hang
-            bytes_verified = _check_digest(held, path)
-            tree = _read_tree(path, groups)
-            if _same_file(held, path):
-                break
+    # a writer replaces the file by renaming a new one over it: the bytes verified and the
+    # bytes HDF5 reads are those of the one file held open here
+    with open(path, "rb") as held:
+        # before HDF5 parses it: a damaged file can make HDF5 hang
+        bytes_verified = _check_digest(held, path)
+        held.seek(0)
+        tree = _read_tree(held, path, groups)
     if tree.attrs.get("ppl_format") != RUN_FORMAT or "posterior" not in tree.children:
         raise RunError(
             f"run file {path} is netCDF but not a ppl run (no ppl_format attribute or no "
@@ -196,22 +193,12 @@ def load_run(path: str | Path, groups: tuple[str, ...] | None = None):
     return tree
 
 
-def _same_file(held, path: Path) -> bool:
-    """Whether ``path`` still names the open file ``held`` (the writers never put an old
-    file back, and an open file's inode is not reused: the path never changed meanwhile)."""
-    try:
-        now = path.stat()
-    except FileNotFoundError:
-        return False
-    opened = os.fstat(held.fileno())
-    return (now.st_ino, now.st_dev) == (opened.st_ino, opened.st_dev)
-
-
-def _read_tree(path: Path, groups: tuple[str, ...] | None):
+def _read_tree(held, path: Path, groups: tuple[str, ...] | None):
+    """The run in the open binary file ``held`` (named ``path`` in errors), read whole."""
     import xarray as xr
 
     try:
-        with xr.open_datatree(path, engine="h5netcdf") as opened:
+        with xr.open_datatree(held, engine="h5netcdf") as opened:
             tree = opened.copy()
             for name in [n for n in tree.children if groups is not None and n not in groups]:
                 del tree[name]
@@ -245,9 +232,8 @@ def _file_digest(f, size: int) -> str:
 def _append_digest(path: Path) -> None:
     """Append ``\nPPL-SHA256:<hex>\n``, the SHA-256 of the file's bytes before it. HDF5
     ignores bytes after the end of its data; :func:`_check_digest` verifies them first."""
-    with open(path, "rb") as f:
+    with open(path, "a+b") as f:  # reads from anywhere, writes at the end
         digest = _file_digest(f, os.fstat(f.fileno()).st_size)
-    with open(path, "ab") as f:
         f.write(_TRAILER_MAGIC + digest.encode() + b"\n")
 
 
